@@ -1,0 +1,129 @@
+"""Frozen configuration dataclasses shared by every experiment.
+
+Configs are plain, hashable, immutable values: an experiment is fully described by one
+`ExperimentConfig`, and every artifact (checkpoint, SavedModel, latent bank) records the
+config that produced it, so a later run can tell whether a cached artifact still matches.
+Flags are turned into these objects in `main.py` only; the library takes them as arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Optional, Tuple
+
+SCALES = ("smoke", "quick", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which dataset to load and how to feed it.
+
+  Attributes:
+    name: one of `latmix_tf.data.DATASETS` ("mnist", "fashion_mnist", "cifar10").
+    data_dir: local folder with the canonical files; None means the default
+      (`$LATMIX_DATA_DIR` or `~/latmix_data`).
+    batch_size: global batch size of the training pipeline.
+    val_size: examples carved from the training set (fixed split) for model selection.
+    augment: random translations (and horizontal flips for CIFAR-10) in the pipeline.
+    train_limit / test_limit: keep only the first N examples (smoke scale); None keeps all.
+  """
+  name: str = "fashion_mnist"
+  data_dir: Optional[str] = None
+  batch_size: int = 128
+  val_size: int = 5000
+  augment: bool = False
+  train_limit: Optional[int] = None
+  test_limit: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Classifier architecture: "cnn" (28x28 sets) or "resnet" (pre-activation ResNet, CIFAR-10)."""
+  arch: str = "cnn"
+  widths: Tuple[int, ...] = (32, 64)
+  dense_units: int = 128
+  dropout: float = 0.3
+  num_classes: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation settings of the single training loop.
+
+  `steps_per_epoch=None` runs full epochs; smoke configs cap it. `deterministic` turns on
+  TF op determinism (measured cost in README) so that reruns and resumed runs are bitwise
+  comparable.
+  """
+  epochs: int = 15
+  learning_rate: float = 2e-3
+  weight_decay: float = 5e-4
+  optimizer: str = "adamw"
+  lr_schedule: str = "cosine"
+  warmup_epochs: float = 0.0
+  label_smoothing: float = 0.0
+  steps_per_epoch: Optional[int] = None
+  deterministic: bool = False
+  keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Robustness evaluation settings (see `latmix_tf.evaluation`)."""
+  blur_sigmas: Tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+  deepfool_samples: Optional[int] = 1000
+  deepfool_max_iter: int = 50
+  deepfool_overshoot: float = 0.02
+  deepfool_candidates: int = 10
+  attack_epsilons: Tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+  pgd_steps: int = 10
+  pgd_step_size: Optional[float] = None
+  attack_samples: Optional[int] = None
+  batch_size: int = 500
+  ece_bins: int = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one run needs. `method` is a method config dataclass (training/methods)."""
+  name: str
+  data: DataConfig
+  model: ModelConfig
+  train: TrainConfig
+  method: Any
+  eval: EvalConfig = EvalConfig()
+  scale: str = "full"
+  seed: int = 0
+  description: str = ""
+
+
+def to_dict(config: Any) -> Any:
+  """Converts nested config dataclasses to JSON-friendly dicts (with the class name)."""
+  if dataclasses.is_dataclass(config):
+    out = {"__class__": type(config).__name__}
+    for field in dataclasses.fields(config):
+      out[field.name] = to_dict(getattr(config, field.name))
+    return out
+  if isinstance(config, (tuple, list)):
+    return [to_dict(v) for v in config]
+  if isinstance(config, dict):
+    return {k: to_dict(v) for k, v in config.items()}
+  return config
+
+
+def config_hash(config: Any, exclude: Tuple[str, ...] = ()) -> str:
+  """Stable short hash of a config, used to key cached artifacts.
+
+  Args:
+    config: any (nested) dataclass.
+    exclude: top-level field names to leave out (e.g. "description", which does not change
+      what is computed).
+  Returns:
+    16 hex characters of the SHA-256 of the canonical JSON form.
+  """
+  d = to_dict(config)
+  for key in exclude:
+    d.pop(key, None)
+  blob = json.dumps(d, sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]

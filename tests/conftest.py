@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny datasets written in the canonical on-disk formats.
+
+Tests never need the real data: they write small IDX files and a small CIFAR-10 python
+archive into a temporary data folder and point `data_dir` at it, so the real loaders
+(parsing, validation, fingerprinting) run on every test.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("LATMIX_OFFLINE", "1")  # never let a test wait on tfds' network retries
+
+import numpy as np
+import pytest
+
+from latmix_tf.data import formats
+
+
+def make_images(rng, n, shape, num_classes=10):
+  """Class-dependent images, so a tiny model can learn something in a few steps."""
+  y = np.arange(n) % num_classes
+  rng.shuffle(y)
+  base = rng.integers(0, 256, size=(num_classes,) + shape)
+  noise = rng.integers(-40, 41, size=(n,) + shape)
+  x = np.clip(base[y] + noise, 0, 255).astype(np.uint8)
+  return x, y.astype(np.int64)
+
+
+def write_tiny_datasets(root, n_train=600, n_test=200, seed=0):
+  rng = np.random.default_rng(seed)
+  for name in ("mnist", "fashion_mnist"):
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    xtr, ytr = make_images(rng, n_train, (28, 28))
+    xte, yte = make_images(rng, n_test, (28, 28))
+    for stem, arr in ((formats.IDX_FILES["train_images"], xtr),
+                      (formats.IDX_FILES["train_labels"], ytr),
+                      (formats.IDX_FILES["test_images"], xte),
+                      (formats.IDX_FILES["test_labels"], yte)):
+      formats.write_idx(os.path.join(folder, stem + ".gz"), arr)
+  folder = os.path.join(root, "cifar10")
+  os.makedirs(folder, exist_ok=True)
+  xtr, ytr = make_images(rng, n_train, (32, 32, 3))
+  xte, yte = make_images(rng, n_test, (32, 32, 3))
+  formats.write_cifar10_python_archive(
+      os.path.join(folder, "cifar-10-python.tar.gz"), xtr, ytr, xte, yte)
+  return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+  """A data folder holding tiny mnist / fashion_mnist (IDX) and cifar10 (python archive)."""
+  return write_tiny_datasets(str(tmp_path_factory.mktemp("data")))
