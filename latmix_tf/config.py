@@ -127,3 +127,51 @@ def config_hash(config: Any, exclude: Tuple[str, ...] = ()) -> str:
     d.pop(key, None)
   blob = json.dumps(d, sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+  """A generative model of the training set (DCGAN or VAE) and how to train it.
+
+  Attributes:
+    kind: "dcgan" or "vae".
+    latent_dim: d (default 64 for 28x28 sets, 128 for CIFAR-10).
+    prior: "uniform" (U[-1,1]^d) or "normal" (N(0,I)); the VAE always uses "normal".
+    base_filters: width multiplier of generator / discriminator / VAE conv stacks.
+    epochs, batch_size, learning_rate, beta_1: optimisation (Adam, DCGAN defaults 2e-4 / 0.5).
+    steps_per_epoch: cap (smoke scale); None runs full epochs over the training split.
+  """
+  kind: str = "dcgan"
+  latent_dim: int = 64
+  prior: str = "uniform"
+  base_filters: int = 32
+  epochs: int = 10
+  batch_size: int = 128
+  learning_rate: float = 2e-4
+  beta_1: float = 0.5
+  steps_per_epoch: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionConfig:
+  """Encoder initialisation + latent optimisation (Lipton & Tripathi 2017).
+
+  Attributes:
+    encoder_epochs / encoder_steps_per_epoch: training of the encoder E: x -> z.
+    steps: K Adam steps of latent optimisation per batch (0 = encoder guess only).
+    learning_rate: Adam step size on z.
+    feature_weight: w in loss = pixel MSE + w * feature distance.
+    feature_source: "discriminator" or "classifier" (features of a fixed network).
+    random_starts: start from prior samples instead of E(x) (the slow baseline).
+    batch_size: images inverted together (one tf.function call).
+    chunk_size: bank chunk written to disk at a time (resume granularity).
+  """
+  encoder_epochs: int = 5
+  encoder_steps_per_epoch: Optional[int] = None
+  steps: int = 50
+  learning_rate: float = 0.05
+  feature_weight: float = 0.1
+  feature_source: str = "discriminator"
+  random_starts: bool = False
+  batch_size: int = 512
+  chunk_size: int = 4096
