@@ -1,0 +1,106 @@
+"""Shared experiment plumbing: the `Experiment` record, per-dataset defaults at each scale.
+
+Scales: `full` is the default and the one the README's figures come from; `quick` is a
+shorter run of the same recipe (minutes); `smoke` exercises every code path on a few
+hundred examples in seconds (the tests run every experiment at this scale).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, Optional
+
+from latmix_tf.config import (SCALES, DataConfig, EvalConfig, ExperimentConfig, ModelConfig,
+                              TrainConfig)
+from latmix_tf.runner import train_and_evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """What `main.py` passes to an experiment's `run` (all paths absolute)."""
+  workdir: str
+  export_root: str
+  rebuild: tuple = ()
+  log: Callable[[str], None] = print
+  strategy: Any = None
+  methods: Optional[tuple] = None
+  seeds: Optional[tuple] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A registered experiment: how to configure it and how to run it."""
+  name: str
+  description: str
+  get_config: Callable[..., Any]
+  run: Callable[[Any, RunContext], Dict]
+
+
+def export_dir_for(root: str, name: str, scale: str, seed: int) -> str:
+  """saved_models/<experiment>/seed_<n> (non-default scales get a `-<scale>` suffix)."""
+  folder = name if scale == "full" else f"{name}-{scale}"
+  return os.path.join(root, folder, f"seed_{seed}")
+
+
+DATASET_OF = {"mnist": "mnist", "fmnist": "fashion_mnist", "cifar10": "cifar10"}
+
+
+def data_config(dataset: str, scale: str, data_dir: Optional[str]) -> DataConfig:
+  if scale not in SCALES:
+    raise ValueError(f"Unknown scale {scale!r}; valid: {', '.join(SCALES)}.")
+  cifar = dataset == "cifar10"
+  if scale == "smoke":
+    return DataConfig(dataset, data_dir, batch_size=32, val_size=64, augment=cifar,
+                      train_limit=256, test_limit=64)
+  return DataConfig(dataset, data_dir, batch_size=128, val_size=5000,
+                    augment=cifar or dataset == "fashion_mnist")
+
+
+def model_config(dataset: str, scale: str) -> ModelConfig:
+  if dataset == "cifar10":
+    return ModelConfig("resnet", (16, 32, 64) if scale == "smoke" else (32, 64, 128))
+  return ModelConfig("cnn", (8, 16) if scale == "smoke" else (32, 64), 32 if scale == "smoke"
+                     else 128)
+
+
+# Epochs at each scale. Measured on 2 CPU cores: see README "Figures".
+EPOCHS = {"mnist": {"full": 8, "quick": 2}, "fashion_mnist": {"full": 15, "quick": 3},
+          "cifar10": {"full": 30, "quick": 3}}
+
+
+def train_config(dataset: str, scale: str, **overrides) -> TrainConfig:
+  if scale == "smoke":
+    base = TrainConfig(epochs=2, steps_per_epoch=2, learning_rate=1e-3)
+  else:
+    base = TrainConfig(epochs=EPOCHS[dataset][scale], learning_rate=2e-3, weight_decay=5e-4)
+  return dataclasses.replace(base, **overrides)
+
+
+def eval_config(dataset: str, scale: str) -> EvalConfig:
+  eps = (0.0, 2 / 255, 4 / 255, 8 / 255) if dataset == "cifar10" else (0.0, 0.05, 0.1, 0.2)
+  if scale == "smoke":
+    return EvalConfig(blur_sigmas=(0.0, 1.0, 2.0), deepfool_samples=16, deepfool_max_iter=10,
+                      attack_epsilons=eps[:3], pgd_steps=3, attack_samples=32, batch_size=64)
+  if scale == "quick":
+    return EvalConfig(deepfool_samples=500, attack_epsilons=eps, attack_samples=2000)
+  return EvalConfig(deepfool_samples=1000, attack_epsilons=eps)
+
+
+def classifier_config(name: str, dataset_key: str, method: Any, scale: str, seed: int,
+                      data_dir: Optional[str], description: str,
+                      train_overrides: Optional[Dict[str, Any]] = None) -> ExperimentConfig:
+  """The standard classifier experiment config for a dataset, method and scale."""
+  dataset = DATASET_OF[dataset_key]
+  return ExperimentConfig(
+      name=name, data=data_config(dataset, scale, data_dir),
+      model=model_config(dataset, scale),
+      train=train_config(dataset, scale, **(train_overrides or {})), method=method,
+      eval=eval_config(dataset, scale), scale=scale, seed=seed, description=description)
+
+
+def run_classifier(cfg: ExperimentConfig, ctx: RunContext) -> Dict:
+  """Runs a plain classifier experiment (any registered method) end to end."""
+  return train_and_evaluate(
+      cfg, ctx.workdir, export_dir_for(ctx.export_root, cfg.name, cfg.scale, cfg.seed),
+      log=ctx.log, strategy=ctx.strategy, rebuild="classifier" in ctx.rebuild)

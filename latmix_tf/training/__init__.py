@@ -1,0 +1,5 @@
+"""The single training loop (`loop.py`) and the methods it runs (`method.py`, `registry.py`)."""
+
+from latmix_tf.training.loop import Trainer, train
+from latmix_tf.training.method import ERM, ERMConfig, Method, soft_cross_entropy
+from latmix_tf.training.registry import METHODS, build_method

@@ -1,0 +1,200 @@
+"""The one training loop that runs every method, under any `tf.distribute` strategy.
+
+The loop owns what all methods share: the optimizer and its schedule, the compiled step,
+metric aggregation, per-epoch progress lines, TensorBoard summaries, checkpointing and
+resume. What differs between methods lives in a `Method` object (see `method.py`).
+
+Distribution follows the TF custom-training-loop guide: the per-example loss is averaged by
+the *global* batch size (`tf.nn.compute_average_loss`), regularisation losses are scaled by
+the number of replicas, and metrics are returned as sums and reduced across replicas, so the
+same code gives the same update under the default strategy and `MirroredStrategy`.
+
+Resume: a checkpoint (model, optimizer, method state, epoch counter) is written after every
+epoch; the epoch's batches are a pure function of (seed, epoch) (see data/pipeline.py) and
+the step seeds of (seed, optimizer step), so a killed run restarted with the same command
+continues from the last checkpoint and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from latmix_tf.config import DataConfig, TrainConfig
+from latmix_tf.data.pipeline import Splits, eval_dataset, train_dataset
+from latmix_tf.export import write_json_atomic
+from latmix_tf.training.method import Method, soft_cross_entropy
+
+HISTORY_FILE = "history.json"
+
+
+def steps_per_epoch(splits: Splits, data_cfg: DataConfig, train_cfg: TrainConfig) -> int:
+  full = max(len(splits.x_train) // min(data_cfg.batch_size, len(splits.x_train)), 1)
+  return full if train_cfg.steps_per_epoch is None else min(full, train_cfg.steps_per_epoch)
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+  """AdamW / SGD-momentum with an optional cosine schedule (and linear warmup)."""
+  lr = cfg.learning_rate
+  if cfg.lr_schedule == "cosine":
+    warmup = int(cfg.warmup_epochs * total_steps / max(cfg.epochs, 1))
+    if warmup:
+      lr = keras.optimizers.schedules.CosineDecay(
+          0.0, max(total_steps - warmup, 1), warmup_target=cfg.learning_rate,
+          warmup_steps=warmup)
+    else:
+      lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, max(total_steps, 1))
+  elif cfg.lr_schedule != "constant":
+    raise ValueError(f"Unknown lr_schedule {cfg.lr_schedule!r}; valid: 'cosine', 'constant'.")
+  if cfg.optimizer == "adamw":
+    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+  if cfg.optimizer == "adam":
+    return keras.optimizers.Adam(lr)
+  if cfg.optimizer == "sgd":
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+  raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid: 'adamw', 'adam', 'sgd'.")
+
+
+def _load_history(workdir: str, epochs_done: int) -> List[Dict[str, float]]:
+  path = os.path.join(workdir, HISTORY_FILE)
+  if not os.path.isfile(path):
+    return []
+  try:
+    with open(path) as f:
+      history = json.load(f)
+  except (OSError, ValueError):
+    return []  # unreadable history is rebuilt from here on; weights come from the checkpoint
+  return [h for h in history if h.get("epoch", 0) <= epochs_done]
+
+
+class Trainer:
+  """Builds the compiled steps once; `fit` runs the epochs with checkpoint/resume."""
+
+  def __init__(self, model: keras.Model, method: Method, splits: Splits, data_cfg: DataConfig,
+               train_cfg: TrainConfig, workdir: str, seed: int,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               log: Callable[[str], None] = print, is_chief: bool = True):
+    self.model, self.method, self.splits = model, method, splits
+    self.data_cfg, self.cfg, self.workdir, self.seed = data_cfg, train_cfg, workdir, seed
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.log, self.is_chief = log, is_chief
+    self.steps = steps_per_epoch(splits, data_cfg, train_cfg)
+    self.global_batch = min(data_cfg.batch_size, len(splits.x_train))
+    with self.strategy.scope():
+      self.optimizer = make_optimizer(train_cfg, self.steps * train_cfg.epochs)
+      self.optimizer.build(model.trainable_variables)
+      method.build(model, splits.num_classes)
+      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
+                                          epoch=self.epoch, **method.checkpoint_items())
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
+                                              max_to_keep=train_cfg.keep_checkpoints)
+    self._train_step = tf.function(self._distributed_train_step)
+    self._eval_step = tf.function(self._distributed_eval_step)
+
+  # --- compiled steps -----------------------------------------------------------------
+  def _replica_train_step(self, x, y):
+    ctx = tf.distribute.get_replica_context()
+    step = tf.cast(self.optimizer.iterations, tf.int64)
+    seed = tf.stack([tf.cast(self.seed, tf.int64) * 7919 + step,
+                     tf.cast(ctx.replica_id_in_sync_group, tf.int64)])
+    model, method = self.model, self.method
+    x, y = method.prepare_batch(model, x, y, seed)
+    with tf.GradientTape() as tape:
+      logits, y_used = method.forward(model, x, y, seed + 1)
+      per_example = soft_cross_entropy(y_used, logits)
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+      if model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+    grads = tape.gradient(loss, model.trainable_variables)
+    self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    extra = method.after_step(model, x, y, seed + 2)
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y_used, -1)), tf.float32)
+    sums = {"loss": tf.reduce_sum(per_example), "accuracy": tf.reduce_sum(correct),
+            "count": tf.cast(tf.shape(x)[0], tf.float32)}
+    sums.update({k: tf.cast(v, tf.float32) for k, v in extra.items()})
+    return sums
+
+  def _distributed_train_step(self, x, y):
+    sums = self.strategy.run(self._replica_train_step, args=(x, y))
+    return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in sums.items()}
+
+  def _replica_eval_step(self, x, y):
+    logits = self.model(x, training=False)
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)), tf.float32)
+    return {"loss": tf.reduce_sum(soft_cross_entropy(y, logits)),
+            "accuracy": tf.reduce_sum(correct), "count": tf.cast(tf.shape(x)[0], tf.float32)}
+
+  def _distributed_eval_step(self, x, y):
+    sums = self.strategy.run(self._replica_eval_step, args=(x, y))
+    return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in sums.items()}
+
+  # --- Python side: epochs, logging, checkpoints ----------------------------------------
+  def restore(self) -> int:
+    """Restores the latest checkpoint if any; returns the number of finished epochs."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      self.log(f"resumed from {latest} (epoch {int(self.epoch.numpy())})")
+    return int(self.epoch.numpy())
+
+  def _run(self, ds, step_fn) -> Dict[str, float]:
+    totals: Dict[str, float] = {}
+    for x, y in self.strategy.experimental_distribute_dataset(ds):
+      for k, v in step_fn(x, y).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    count = max(totals.pop("count", 1.0), 1.0)
+    return {k: v / count for k, v in totals.items()}
+
+  def evaluate(self, x, y) -> Dict[str, float]:
+    ds = eval_dataset(x, y, self.splits.num_classes, batch_size=self.global_batch)
+    return self._run(ds, self._eval_step)
+
+  def fit(self) -> List[Dict[str, float]]:
+    """Trains to `cfg.epochs`, resuming if a checkpoint exists; returns per-epoch metrics."""
+    start = self.restore()
+    history = _load_history(self.workdir, start)
+    writer = tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard"))
+    for epoch in range(start, self.cfg.epochs):
+      t0 = time.time()
+      ds = train_dataset(self.splits, self.data_cfg, self.seed, epoch, self.steps)
+      ds = self.method.transform_dataset(ds, epoch, self.seed)
+      train = self._run(ds, self._train_step)
+      seconds = time.time() - t0
+      val = self.evaluate(self.splits.x_val, self.splits.y_val)
+      row = {"epoch": epoch + 1, "epoch_seconds": seconds,
+             **{f"train/{k}": v for k, v in train.items()},
+             **{f"val/{k}": v for k, v in val.items()}}
+      history.append(row)
+      self.log(f"epoch {epoch + 1}/{self.cfg.epochs}  " + "  ".join(
+          f"{k}={v:.4f}" for k, v in row.items() if k != "epoch") + f"  ({seconds:.1f}s)")
+      with writer.as_default(step=epoch + 1):
+        for k, v in row.items():
+          if k != "epoch":
+            tf.summary.scalar(k, v)
+      self.epoch.assign(epoch + 1)
+      if self.is_chief:
+        self.manager.save(checkpoint_number=epoch + 1)
+        write_json_atomic(os.path.join(self.workdir, HISTORY_FILE), history)
+    writer.flush()
+    return history
+
+
+def train(model: keras.Model, method: Method, splits: Splits, data_cfg: DataConfig,
+          train_cfg: TrainConfig, workdir: str, seed: int,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          log: Callable[[str], None] = print) -> List[Dict[str, float]]:
+  """Trains `model` with `method`; see `Trainer`. Returns the per-epoch history."""
+  os.makedirs(workdir, exist_ok=True)
+  if train_cfg.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  return Trainer(model, method, splits, data_cfg, train_cfg, workdir, seed, strategy,
+                 log).fit()

@@ -1,0 +1,68 @@
+"""The method interface of the single training loop, and ERM, the first method.
+
+Every training method (ERM, mixup, manifold mixup, adversarial training, GAT, latent mixup)
+differs from the others only in how a batch is built and how the loss is formed, so a method
+is a small object with four hooks that the one loop in `loop.py` calls:
+
+  transform_dataset(ds, epoch, seed)   tf.data level (e.g. add latent-mixed examples)
+  prepare_batch(model, x, y, seed)     before the gradient tape (e.g. mixing, attacks)
+  forward(model, x, y, seed)           inside the tape: logits and the labels they are scored
+                                       against (manifold mixup mixes hidden states here)
+  after_step(model, x, y, seed)        after the classifier update (e.g. GAT's generator step)
+
+All hooks run inside one compiled `tf.function` (and, under a `tf.distribute` strategy, in
+each replica). `seed` is a shape-[2] int64 tensor, different for every step and replica,
+meant for stateless random ops, so that a resumed run draws the same random numbers.
+Labels are always one-hot or soft (rows sum to 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+
+def soft_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+  """Per-example cross-entropy against soft labels: -sum_c y_c log softmax(logits)_c."""
+  return -tf.reduce_sum(labels * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+class Method:
+  """Base class: ERM behaviour for every hook. Subclasses override what they change."""
+
+  name = "erm"
+
+  def build(self, model, num_classes: int) -> None:
+    """Creates extra state (networks, optimizers); called inside the strategy scope."""
+
+  def checkpoint_items(self) -> Dict[str, tf.Module]:
+    """Extra trackables the loop checkpoints alongside the classifier and optimizer."""
+    return {}
+
+  def transform_dataset(self, ds: tf.data.Dataset, epoch: int, seed: int) -> tf.data.Dataset:
+    return ds
+
+  def prepare_batch(self, model, x, y, seed) -> Tuple[tf.Tensor, tf.Tensor]:
+    return x, y
+
+  def forward(self, model, x, y, seed) -> Tuple[tf.Tensor, tf.Tensor]:
+    return model(x, training=True), y
+
+  def after_step(self, model, x, y, seed) -> Dict[str, tf.Tensor]:
+    """Runs after the classifier update; returns extra scalar metrics (summed over replicas)."""
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ERMConfig:
+  """Standard training (empirical risk minimisation) on the clean batch."""
+  name: str = "erm"
+
+
+class ERM(Method):
+  name = "erm"
+
+  def __init__(self, cfg: ERMConfig = ERMConfig()):
+    self.cfg = cfg
