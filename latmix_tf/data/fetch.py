@@ -40,7 +40,8 @@ def _run(cmd: List[str], cwd: str) -> None:
                      f"{(proc.stderr or proc.stdout).strip()[-800:]}")
 
 
-def _verify(info: sources.DatasetInfo, folder: str) -> None:
+def verify(info: sources.DatasetInfo, folder: str) -> None:
+  """Raises FetchError unless `folder` decodes to arrays with the canonical checksum."""
   found = sources._read_local(info, folder)  # pylint: disable=protected-access
   if found is None:
     raise FetchError(f"{info.name}: fetched files not recognised in {folder}.")
@@ -54,7 +55,15 @@ def _verify(info: sources.DatasetInfo, folder: str) -> None:
 def _stage_fashion_mnist(tmp: str) -> None:
   src = sources.DATASETS["fashion_mnist"].registry_dirs[0]
   if not os.path.isdir(src):
-    _run(["apt-get", "download", FMNIST_DEB], cwd=tmp)
+    try:
+      _run(["apt-get", "download", FMNIST_DEB], cwd=tmp)
+    except FetchError:
+      if os.geteuid() != 0:
+        raise FetchError(f"`apt-get download {FMNIST_DEB}` failed and we are not root to run "
+                         f"`apt-get update`; run `sudo apt-get update` (or install "
+                         f"{FMNIST_DEB}) and retry.") from None
+      _run(["apt-get", "update", "-q"], cwd=tmp)  # a fresh machine may have no package lists
+      _run(["apt-get", "download", FMNIST_DEB], cwd=tmp)
     debs = glob.glob(os.path.join(tmp, f"{FMNIST_DEB}_*.deb"))
     if not debs:
       raise FetchError(f"apt-get download {FMNIST_DEB} produced no .deb in {tmp}.")
@@ -91,7 +100,7 @@ def fetch(names: Iterable[str], data_dir: str | None = None,
     info = sources.get_info(name)
     target = os.path.join(data_dir, info.name)
     if sources._read_local(info, target) is not None:  # pylint: disable=protected-access
-      _verify(info, target)
+      verify(info, target)
       log(f"{info.name}: already in {target}, checksum verified")
       continue
     if info.name == "cifar10":
@@ -106,7 +115,7 @@ def fetch(names: Iterable[str], data_dir: str | None = None,
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
       os.makedirs(os.path.join(tmp, "out"))
       {"fashion_mnist": _stage_fashion_mnist, "mnist": _stage_mnist}[info.name](tmp)
-      _verify(info, os.path.join(tmp, "out"))
+      verify(info, os.path.join(tmp, "out"))
       if os.path.exists(target):
         shutil.rmtree(target)
       os.replace(os.path.join(tmp, "out"), target)

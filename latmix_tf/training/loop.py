@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 import keras
 import tensorflow as tf
 
+from latmix_tf import checkpointing
 from latmix_tf.config import DataConfig, TrainConfig
 from latmix_tf.data.pipeline import Splits, eval_dataset, train_dataset
 from latmix_tf.export import write_json_atomic
@@ -90,8 +91,8 @@ class Trainer:
       self.optimizer.build(model.trainable_variables)
       method.build(model, splits.num_classes)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
-                                          epoch=self.epoch, **method.checkpoint_items())
+    self.checkpoint = checkpointing.checkpoint(model=model, optimizer=self.optimizer,
+                                               epoch=self.epoch, **method.checkpoint_items())
     ckpt_dir = os.path.join(workdir, "checkpoints")
     self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
                                               max_to_keep=train_cfg.keep_checkpoints)
@@ -116,8 +117,13 @@ class Trainer:
     self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
     extra = method.after_step(model, x, y, seed + 2)
     correct = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y_used, -1)), tf.float32)
-    sums = {"loss": tf.reduce_sum(per_example), "accuracy": tf.reduce_sum(correct),
-            "count": tf.cast(tf.shape(x)[0], tf.float32)}
+    # Rows count by their label mass (1 for one-hot / soft labels). A method that scores a
+    # batch twice (clean + adversarial) scales each copy's label rows by its loss weight, so
+    # the masses still add up to the number of examples and the logged loss and accuracy are
+    # the weighted averages the update used (see training/adversarial.py).
+    mass = tf.reduce_sum(tf.cast(y_used, tf.float32), axis=-1)
+    sums = {"loss": tf.reduce_sum(per_example), "accuracy": tf.reduce_sum(correct * mass),
+            "count": tf.reduce_sum(mass)}
     sums.update({k: tf.cast(v, tf.float32) for k, v in extra.items()})
     return sums
 
