@@ -50,7 +50,11 @@ def main(argv):
   if not FLAGS.experiment:
     raise app.UsageError("Pass --experiment=NAME (or --fetch_data / --evaluate / --serve).")
   import experiments  # pylint: disable=import-outside-toplevel
-  experiment = experiments.get(FLAGS.experiment)
+  try:
+    experiment = experiments.get(FLAGS.experiment)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return 2
   return cli.run_experiment(experiment, FLAGS.scale, FLAGS.seed, FLAGS.data_dir,
                             FLAGS.workdir, FLAGS.export_dir, FLAGS.rebuild, FLAGS.methods,
                             FLAGS.seeds, FLAGS.strategy, log)

@@ -26,14 +26,15 @@ class DataConfig:
       (`$LATMIX_DATA_DIR` or `~/latmix_data`).
     batch_size: global batch size of the training pipeline.
     val_size: examples carved from the training set (fixed split) for model selection.
-    augment: random translations (and horizontal flips for CIFAR-10) in the pipeline.
+    augment: "none", "flip" (horizontal), "shift" (random translation by up to 2 px, 4 for
+      32x32 images, reflect fill) or "shift_flip".
     train_limit / test_limit: keep only the first N examples (smoke scale); None keeps all.
   """
   name: str = "fashion_mnist"
   data_dir: Optional[str] = None
   batch_size: int = 128
   val_size: int = 5000
-  augment: bool = False
+  augment: str = "none"
   train_limit: Optional[int] = None
   test_limit: Optional[int] = None
 
@@ -82,6 +83,8 @@ class EvalConfig:
   attack_samples: Optional[int] = None
   batch_size: int = 500
   ece_bins: int = 15
+  deepfool_batch_size: int = 128  # DeepFool replicates each image (candidates - 1) times
+  attack_seed: int = 0            # stateless seed of the PGD / FGSM random starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +143,7 @@ class GeneratorConfig:
     base_filters: width multiplier of generator / discriminator / VAE conv stacks.
     epochs, batch_size, learning_rate, beta_1: optimisation (Adam, DCGAN defaults 2e-4 / 0.5).
     steps_per_epoch: cap (smoke scale); None runs full epochs over the training split.
+    kl_weight: VAE only, beta of the beta-ELBO (< 1: sharper reconstructions).
   """
   kind: str = "dcgan"
   latent_dim: int = 64
@@ -150,6 +154,7 @@ class GeneratorConfig:
   learning_rate: float = 2e-4
   beta_1: float = 0.5
   steps_per_epoch: Optional[int] = None
+  kl_weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +170,12 @@ class InversionConfig:
     random_starts: start from prior samples instead of E(x) (the slow baseline).
     batch_size: images inverted together (one tf.function call).
     chunk_size: bank chunk written to disk at a time (resume granularity).
+    encoder_learning_rate / encoder_batch_size: Adam on the encoder's weights.
+    encoder_recon_weight: weight of the pixel reconstruction loss ||G(E(x)) - x||^2 on real
+      images, next to the latent regression loss ||E(G(z)) - z||^2 on prior samples.
+    encoder_base_filters: width of the encoder's conv stack.
+    normal_clip: for the N(0, I) prior, components with |z_i| > normal_clip are resampled
+      (standard normal truncated at 2) - the analogue of stochastic clipping; must be >= 2.
   """
   encoder_epochs: int = 5
   encoder_steps_per_epoch: Optional[int] = None
@@ -175,3 +186,8 @@ class InversionConfig:
   random_starts: bool = False
   batch_size: int = 512
   chunk_size: int = 4096
+  encoder_learning_rate: float = 1e-3
+  encoder_batch_size: int = 128
+  encoder_recon_weight: float = 10.0
+  encoder_base_filters: int = 32
+  normal_clip: float = 3.0

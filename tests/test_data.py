@@ -97,7 +97,7 @@ def test_real_data_checksums_verified():
 
 def test_pipeline_ranges_split_and_determinism(tiny_data_dir):
   arrays = data.load_dataset("fashion_mnist", tiny_data_dir, allow_tfds=False)
-  cfg = DataConfig("fashion_mnist", tiny_data_dir, batch_size=32, val_size=100, augment=True)
+  cfg = DataConfig("fashion_mnist", tiny_data_dir, batch_size=32, val_size=100, augment="shift_flip")
   splits = data.make_splits(arrays, cfg)
   assert len(splits.x_train) + len(splits.x_val) == 600 and len(splits.x_val) == 100
   batches = list(data.train_dataset(splits, cfg, seed=3, epoch=1))

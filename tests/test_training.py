@@ -10,7 +10,7 @@ from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.training import ERM, Trainer, train
 
-DATA = DataConfig("fashion_mnist", batch_size=32, val_size=64, augment=True, train_limit=256)
+DATA = DataConfig("fashion_mnist", batch_size=32, val_size=64, augment="shift_flip", train_limit=256)
 MODEL = ModelConfig("cnn", (8, 16), 32, dropout=0.2)
 
 

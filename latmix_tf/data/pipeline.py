@@ -17,7 +17,8 @@ import tensorflow as tf
 from latmix_tf.config import DataConfig
 from latmix_tf.data.sources import Arrays
 
-SPLIT_SEED = 20171101  # the validation split never changes with the run's seed
+SPLIT_SEED = 20171101
+AUGMENTATIONS = ("none", "flip", "shift", "shift_flip")  # the validation split never changes with the run's seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,9 @@ def _augment(x: tf.Tensor, seed: tf.Tensor, flip: bool, pad: int) -> tf.Tensor:
   path on 2 CPU cores.
   """
   n = tf.shape(x)[0]
+  if pad == 0:
+    coin = tf.random.stateless_uniform([n, 1, 1, 1], seed + 1) < 0.5
+    return tf.where(coin, tf.reverse(x, axis=[2]), x) if flip else x
   shifts = tf.cast(tf.random.stateless_uniform([n, 2], seed, -pad, pad + 1, dtype=tf.int32),
                    tf.float32)
   ones, zeros = tf.ones([n]), tf.zeros([n])
@@ -93,12 +97,14 @@ def train_dataset(splits: Splits, cfg: DataConfig, seed: int, epoch: int,
   x_all = tf.constant(splits.x_train)
   y_all = tf.constant(splits.y_train)
   batch = min(cfg.batch_size, n)
-  flip = splits.x_train.shape[-1] == 3
-  pad = 4 if flip else 2
+  if cfg.augment not in AUGMENTATIONS:
+    raise ValueError(f"Unknown augment {cfg.augment!r}; valid: {', '.join(AUGMENTATIONS)}.")
+  flip = "flip" in cfg.augment
+  pad = (4 if splits.x_train.shape[1] >= 32 else 2) if "shift" in cfg.augment else 0
 
   def load(step, idx):
     x = to_float(tf.gather(x_all, idx))
-    if cfg.augment:
+    if cfg.augment != "none":
       x = _augment(x, tf.stack([tf.cast(seed, tf.int64) * 1000003 + epoch,
                                 tf.cast(step, tf.int64)]), flip, pad)
     y = tf.one_hot(tf.gather(y_all, idx), splits.num_classes)

@@ -1,0 +1,84 @@
+"""Every registered experiment runs end to end at smoke scale; the CLI fails clearly.
+
+Each smoke run goes through the real path: data loading (tiny canonical files), the
+training loop, SavedModel export, evaluation from the SavedModel and the report.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import experiments
+from experiments.common import RunContext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# compare_* experiments run all methods: they have their own tests.
+SMOKE = sorted(n for n in experiments.EXPERIMENTS if not n.startswith("compare_"))
+
+
+@pytest.mark.parametrize("name", SMOKE)
+def test_smoke(name, tiny_data_dir, tmp_path):
+  exp = experiments.get(name)
+  cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
+  ctx = RunContext(workdir=str(tmp_path / "wd"), export_root=str(tmp_path / "sm"),
+                   log=lambda s: None)
+  metrics = exp.run(cfg, ctx)
+  assert 0.0 <= metrics["test/accuracy"] <= 1.0
+  for key in ("blur/area", "deepfool/rho_adv", "calibration/ece"):
+    assert key in metrics, key
+  report = tmp_path / "wd" / "report.md"
+  assert report.exists() and "test/accuracy" in report.read_text()
+  export_dir = tmp_path / "sm" / f"{name}-smoke" / "seed_0"
+  meta = json.loads((export_dir / "metadata.json").read_text())
+  assert meta["experiment"] == name and meta["metrics"]["test/accuracy"] == metrics["test/accuracy"]
+
+
+def test_second_run_is_cached(tiny_data_dir, tmp_path):
+  exp = experiments.get("erm_mnist")
+  cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
+  logs = []
+  ctx = RunContext(workdir=str(tmp_path / "wd"), export_root=str(tmp_path / "sm"),
+                   log=logs.append)
+  first = exp.run(cfg, ctx)
+  logs.clear()
+  second = exp.run(cfg, ctx)
+  assert any("cached" in line for line in logs) and second == first
+
+
+def _main(*args):
+  env = dict(os.environ, LATMIX_OFFLINE="1")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_unknown_experiment_lists_valid_names():
+  proc = _main("--experiment=nope")
+  assert proc.returncode == 2
+  assert "Unknown experiment 'nope'" in proc.stderr and "erm_fmnist" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_cli_missing_dataset_is_one_clear_error(tmp_path):
+  proc = _main("--experiment=erm_mnist", "--scale=smoke", f"--data_dir={tmp_path}",
+               f"--workdir={tmp_path / 'wd'}", f"--export_dir={tmp_path / 'sm'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "--fetch_data=mnist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_smoke_run_and_evaluate(tiny_data_dir, tmp_path):
+  common = [f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path / 'wd'}",
+            f"--export_dir={tmp_path / 'sm'}"]
+  proc = _main("--experiment=erm_fmnist", "--scale=smoke", *common)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "epoch 1/" in proc.stdout and "report:" in proc.stdout
+  model = tmp_path / "sm" / "erm_fmnist-smoke" / "seed_0"
+  proc = _main(f"--evaluate={model}", *common)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = tmp_path / "wd" / "evaluate" / "fashion_mnist_seed_0" / "evaluation.json"
+  assert "deepfool/rho_adv" in json.loads(out.read_text())["metrics"]
+  bad = _main(f"--evaluate={tmp_path}", *common)
+  assert bad.returncode == 2 and "No SavedModel" in bad.stderr
