@@ -33,7 +33,9 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_wor
 flags.DEFINE_bool("serve", False, "Serve SavedModels with the TF Serving REST API.")
 flags.DEFINE_list("model_base_path", None, "--serve: [NAME=]PATH of each model to serve.")
 flags.DEFINE_string("host", "127.0.0.1", "--serve: address to bind.")
-flags.DEFINE_integer("port", 8501, "--serve: port.")
+flags.DEFINE_integer("port", 8501, "--serve: port (0 = any free port).")
+flags.DEFINE_string("model_config_file", None, "--serve: a TF Serving model config file.")
+flags.DEFINE_integer("max_body_bytes", 32 << 20, "--serve: largest accepted request body.")
 
 
 def main(argv):
@@ -46,7 +48,8 @@ def main(argv):
   if FLAGS.evaluate:
     return cli.evaluate(FLAGS.evaluate, FLAGS.dataset, FLAGS.data_dir, FLAGS.workdir, log)
   if FLAGS.serve:
-    return cli.serve(FLAGS.model_base_path, FLAGS.host, FLAGS.port, log)
+    return cli.serve(FLAGS.model_base_path, FLAGS.host, FLAGS.port, log,
+                     FLAGS.model_config_file, FLAGS.max_body_bytes)
   if not FLAGS.experiment:
     raise app.UsageError("Pass --experiment=NAME (or --fetch_data / --evaluate / --serve).")
   import experiments  # pylint: disable=import-outside-toplevel

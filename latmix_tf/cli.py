@@ -101,16 +101,13 @@ def evaluate(export_dir: str, dataset: Optional[str], data_dir: Optional[str],
 
 @user_errors
 def serve(model_paths: Optional[Sequence[str]], host: str, port: int,
-          log: Callable[[str], None]) -> int:
+          log: Callable[[str], None], model_config_file: Optional[str] = None,
+          max_body_bytes: int = 32 << 20) -> int:
   """Serves `[NAME=]PATH` SavedModels over the TF Serving REST API until SIGTERM."""
   from latmix_tf import serving  # pylint: disable=import-outside-toplevel
-  if not model_paths:
-    raise ValueError("--serve needs --model_base_path=[NAME=]PATH[,...].")
-  models = {}
-  for item in model_paths:
-    name, _, path = item.rpartition("=")
-    path = os.path.abspath(path)
-    name = name or os.path.basename(os.path.dirname(path)) or "model"
-    models[name] = path
-  serving.serve(models, host=host, port=port, log=log)
+  if not model_paths and not model_config_file:
+    raise ValueError("--serve needs --model_base_path=[NAME=]PATH[,...] or --model_config_file.")
+  models = serving.parse_model_specs(list(model_paths or []))
+  serving.serve(models, host=host, port=port, max_body_bytes=max_body_bytes, log=log,
+                model_config_file=model_config_file)
   return 0
