@@ -59,15 +59,15 @@ def data_config(dataset: str, scale: str, data_dir: Optional[str]) -> DataConfig
 def model_config(dataset: str, scale: str) -> ModelConfig:
   if dataset == "cifar10":
     return ModelConfig("resnet", (16, 32, 64) if scale == "smoke" else (32, 64, 128))
-  return ModelConfig("cnn", (8, 16) if scale == "smoke" else (32, 64), 32 if scale == "smoke"
-                     else 128)
+  return ModelConfig("cnn", (8, 16) if scale == "smoke" else (32, 64, 128),
+                     32 if scale == "smoke" else 128)
 
 
 # Label-preserving augmentation per dataset (digits must not be flipped).
-AUGMENT = {"mnist": "none", "fashion_mnist": "flip", "cifar10": "shift_flip"}
+AUGMENT = {"mnist": "shift", "fashion_mnist": "flip", "cifar10": "shift_flip"}
 
 # Epochs at each scale. Measured on 2 CPU cores: see README "Figures".
-EPOCHS = {"mnist": {"full": 8, "quick": 2}, "fashion_mnist": {"full": 15, "quick": 3},
+EPOCHS = {"mnist": {"full": 8, "quick": 2}, "fashion_mnist": {"full": 12, "quick": 3},
           "cifar10": {"full": 30, "quick": 3}}
 
 

@@ -43,7 +43,7 @@ class DataConfig:
 class ModelConfig:
   """Classifier architecture: "cnn" (28x28 sets) or "resnet" (pre-activation ResNet, CIFAR-10)."""
   arch: str = "cnn"
-  widths: Tuple[int, ...] = (32, 64)
+  widths: Tuple[int, ...] = (32, 64, 128)
   dense_units: int = 128
   dropout: float = 0.3
   num_classes: int = 10
