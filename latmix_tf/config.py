@@ -83,7 +83,7 @@ class EvalConfig:
   attack_samples: Optional[int] = None
   batch_size: int = 500
   ece_bins: int = 15
-  deepfool_batch_size: int = 128  # DeepFool replicates each image (candidates - 1) times
+  deepfool_batch_size: int = 128  # images per compiled DeepFool call
   attack_seed: int = 0            # stateless seed of the PGD / FGSM random starts
 
 

@@ -33,11 +33,22 @@ def versions() -> Dict[str, str]:
           "numpy": np.__version__, "python": platform.python_version()}
 
 
+def _strict(obj: Any) -> Any:
+  """NaN/inf -> None, so the file is strict JSON that any parser reads."""
+  if isinstance(obj, float) and not np.isfinite(obj):
+    return None
+  if isinstance(obj, dict):
+    return {k: _strict(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_strict(v) for v in obj]
+  return obj
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON via a temp file + rename, so readers never see a truncated file."""
+  """Writes strict JSON via a temp file + rename, so readers never see a truncated file."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    json.dump(_strict(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)

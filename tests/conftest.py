@@ -16,11 +16,20 @@ import pytest
 from latmix_tf.data import formats
 
 
+_BASES = {}
+
+
 def make_images(rng, n, shape, num_classes=10):
-  """Class-dependent images, so a tiny model can learn something in a few steps."""
+  """Class-dependent images, so a tiny model can learn something in a few steps.
+
+  Each class has one fixed base pattern per image shape (shared by the train and test
+  splits), plus per-image noise.
+  """
   y = np.arange(n) % num_classes
   rng.shuffle(y)
-  base = rng.integers(0, 256, size=(num_classes,) + shape)
+  if shape not in _BASES:
+    _BASES[shape] = np.random.default_rng(1234).integers(0, 256, size=(num_classes,) + shape)
+  base = _BASES[shape]
   noise = rng.integers(-40, 41, size=(n,) + shape)
   x = np.clip(base[y] + noise, 0, 255).astype(np.uint8)
   return x, y.astype(np.int64)
