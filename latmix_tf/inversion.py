@@ -1,0 +1,343 @@
+"""Generator inversion: find z with G(z) close to a given image x.
+
+Latent mixup trains on G((1 - t) z_i + t z_j), so every training image needs a code z_i
+that G decodes back into (nearly) that image. Two tools, combined:
+
+* an encoder E: x -> z (`models/encoder.py`), trained here with G frozen on pairs
+  (G(z), z), z from the prior (latent regression), plus ||G(E(x)) - x||^2 on real images;
+* latent optimisation (Lipton & Tripathi 2017): Adam on z for K steps, minimising
+  pixel MSE + w * feature distance (activations of a fixed network: the GAN's discriminator
+  or the dataset classifier), with *stochastic clipping*: after each step, components that
+  left the prior's support are resampled, not clamped (clamping piles codes up on the
+  boundary, where the generator was rarely trained). For U[-1,1]^d the support is [-1, 1];
+  N(0, I) has no bounded support, so components beyond +-cfg.normal_clip (default 5, which
+  the prior almost never reaches: it only stops runaway codes) are resampled from a
+  standard normal truncated at 2. A tighter radius (3) hurt: a VAE's codes do use the tails
+  (beta=0.1 VAE, 20 steps from the posterior mean: 24.8 dB at 3, 25.5 dB at 5 or unclipped).
+
+The whole optimisation of a batch (initialisation, K Adam steps, best-so-far bookkeeping)
+is ONE `tf.function` with a fixed input shape, traced once: the last batch is padded.
+Adam is written out on the z tensor (no tf.Variable), so the loop is a plain while loop.
+For a VAE the encoder mean is the inversion; K > 0 refines it with the same optimiser.
+
+Generator interface used here (provided by `latmix_tf.generative`): `gen.decode(z)` ->
+images in [0, 1], `gen.latent_dim`, `gen.prior` ("uniform" | "normal"), optional
+`gen.feature_fn(x) -> [feature tensors]` and, for a VAE, `gen.vae_encode_mean(x)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from latmix_tf import checkpointing
+from latmix_tf.config import InversionConfig, config_hash
+from latmix_tf.data.sources import array_fingerprint
+from latmix_tf.export import write_json_atomic
+from latmix_tf.models.dcgan import PRIORS, checkpoint_variables, sample_prior
+from latmix_tf.models.encoder import InversionEncoder, build_encoder
+
+FeatureFn = Callable[[tf.Tensor], Sequence[tf.Tensor]]
+ENCODER_FIELDS = ("encoder_epochs", "encoder_steps_per_epoch", "encoder_learning_rate",
+                  "encoder_batch_size", "encoder_recon_weight", "encoder_base_filters")
+_INIT_SALT = 2 ** 31 - 1  # fold-in value of the initial draw (steps use 0..K-1)
+_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+def psnr_from_mse(mse):
+  """PSNR in dB of [0,1] images: 10 log10(1 / MSE) (MSE floored at 1e-10)."""
+  return (10.0 * np.log10(1.0 / np.maximum(np.asarray(mse, np.float64), 1e-10))).astype(
+      np.float32)
+
+
+def stochastic_clip(z: tf.Tensor, prior: str, seed, normal_clip: float = 5.0
+                    ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Resamples the components of z outside the prior's support (Lipton & Tripathi 2017).
+
+  Args:
+    z: latent codes [B, d].
+    prior: "uniform": components outside [-1, 1] are replaced by U[-1, 1] draws;
+      "normal": components with |z_i| > normal_clip by N(0,1) draws truncated at +-2.
+    seed: shape-[2] stateless seed.
+    normal_clip: radius per component for the normal prior.
+  Returns:
+    (clipped z, boolean mask of the resampled components).
+  """
+  if prior == "uniform":
+    out = tf.abs(z) > 1.0
+    fresh = tf.random.stateless_uniform(tf.shape(z), seed, -1.0, 1.0)
+  elif prior == "normal":
+    out = tf.abs(z) > normal_clip
+    fresh = tf.random.stateless_truncated_normal(tf.shape(z), seed)
+  else:
+    raise ValueError(f"Unknown prior {prior!r}; valid: {PRIORS}.")
+  return tf.where(out, fresh, z), out
+
+
+def classifier_feature_fn(classifier) -> FeatureFn:
+  """Feature function from a `BlockClassifier`: the output of every block but the head."""
+  blocks = list(classifier.blocks[:-1])
+
+  def features(x):
+    out = []
+    for block in blocks:
+      x = block(x, training=False)
+      out.append(x)
+    return out
+  return features
+
+
+def _pixel_mse(a, b):
+  return tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3])
+
+
+def _feature_distance(feats, targets):
+  """Mean over layers of the per-sample mean squared difference of activations."""
+  dists = [tf.reduce_mean(tf.reshape(tf.square(f - t), [tf.shape(f)[0], -1]), axis=1)
+           for f, t in zip(feats, targets)]
+  return tf.add_n(dists) / float(len(dists))
+
+
+def resolve_feature_fn(gen, cfg: InversionConfig, feature_fn: Optional[FeatureFn] = None
+                       ) -> Optional[FeatureFn]:
+  """The fixed network whose activations enter the loss (None when feature_weight == 0)."""
+  if cfg.feature_weight == 0:
+    return None
+  if feature_fn is not None:
+    return feature_fn
+  if cfg.feature_source == "discriminator":
+    fn = getattr(gen, "feature_fn", None)
+    if not callable(fn):
+      raise ValueError(
+          "feature_source='discriminator' but the generator has no `feature_fn`. Use feature_source='classifier' with "
+          "feature_fn=classifier_feature_fn(classifier), or feature_weight=0.")
+    return fn
+  if cfg.feature_source == "classifier":
+    raise ValueError("feature_source='classifier' needs "
+                     "feature_fn=classifier_feature_fn(trained_classifier).")
+  raise ValueError(f"Unknown feature_source {cfg.feature_source!r}; valid: "
+                   "'discriminator', 'classifier'.")
+
+
+def _as_float_images(x: np.ndarray) -> np.ndarray:
+  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.asarray(x, np.float32)
+
+
+class Inverter:
+  """Inverts batches of images with one compiled latent optimisation.
+
+  The starting point is E(x) (`encoder`), the VAE posterior mean (when `gen` has
+  `vae_encode_mean`), or prior samples when `cfg.random_starts`. Per sample the best z
+  seen (lowest pixel MSE, including the start and the final iterate) is returned.
+  """
+
+  def __init__(self, gen, cfg: InversionConfig, image_shape: Sequence[int],
+               encoder: Optional[keras.Model] = None,
+               feature_fn: Optional[FeatureFn] = None, batch_size: Optional[int] = None):
+    if gen.prior not in PRIORS:
+      raise ValueError(f"Generator prior {gen.prior!r} unknown; valid: {PRIORS}.")
+    if gen.prior == "normal" and cfg.normal_clip < 2.0:
+      raise ValueError(f"normal_clip must be >= 2 (resampled values reach +-2), got "
+                       f"{cfg.normal_clip}.")
+    if cfg.steps < 0:
+      raise ValueError(f"steps must be >= 0, got {cfg.steps}.")
+    self.gen, self.cfg, self.encoder = gen, cfg, encoder
+    self.latent_dim = int(gen.latent_dim)
+    self.batch_size = int(batch_size or cfg.batch_size)
+    if cfg.random_starts:
+      self.init = "random"
+    elif callable(getattr(gen, "vae_encode_mean", None)):
+      self.init = "vae_mean"
+    elif encoder is not None:
+      self.init = "encoder"
+    else:
+      raise ValueError("No starting point for the inversion: pass the encoder from "
+                       "train_encoder(...), use a VAE, or set cfg.random_starts=True.")
+    self.feature_fn = resolve_feature_fn(gen, cfg, feature_fn)
+    spec = [tf.TensorSpec([self.batch_size, *image_shape], tf.float32, name="images"),
+            tf.TensorSpec([2], tf.int64, name="seed")]
+    self.invert_batch = tf.function(self._invert_batch, input_signature=spec)
+
+  @property
+  def tracing_count(self) -> int:
+    """How often the batch optimisation was traced (1 after any number of batches)."""
+    return self.invert_batch.experimental_get_tracing_count()
+
+  def _initial_latents(self, x, seed):
+    if self.init == "random":
+      return sample_prior(self.gen.prior, self.batch_size, self.latent_dim,
+                          tf.random.experimental.stateless_fold_in(seed, _INIT_SALT))
+    if self.init == "vae_mean":
+      return tf.convert_to_tensor(self.gen.vae_encode_mean(x), tf.float32)
+    return tf.convert_to_tensor(self.encoder(x, training=False), tf.float32)
+
+  def _losses(self, z, x, targets):
+    recon = self.gen.decode(z)
+    mse = _pixel_mse(recon, x)
+    if not targets:
+      return mse, mse
+    return mse + self.cfg.feature_weight * _feature_distance(self.feature_fn(recon),
+                                                             targets), mse
+
+  def _invert_batch(self, x, seed):
+    cfg = self.cfg
+    z = self._initial_latents(x, seed)
+    targets = ([tf.stop_gradient(f) for f in self.feature_fn(x)]
+               if self.feature_fn is not None else [])
+    best_z, best_mse = z, tf.fill([self.batch_size], np.float32(np.inf))
+    m, v = tf.zeros_like(z), tf.zeros_like(z)
+
+    def keep_best(z, mse, best_z, best_mse):
+      better = mse < best_mse
+      return tf.where(better[:, None], z, best_z), tf.where(better, mse, best_mse)
+
+    for t in tf.range(cfg.steps):
+      with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss, mse = self._losses(z, x, targets)
+        # Samples are independent: the gradient of the sum is the per-sample gradient.
+        total = tf.reduce_sum(loss)
+      g = tape.gradient(total, z)
+      best_z, best_mse = keep_best(z, mse, best_z, best_mse)
+      step = tf.cast(t + 1, tf.float32)
+      m = _ADAM_B1 * m + (1.0 - _ADAM_B1) * g
+      v = _ADAM_B2 * v + (1.0 - _ADAM_B2) * tf.square(g)
+      m_hat = m / (1.0 - tf.pow(_ADAM_B1, step))
+      v_hat = v / (1.0 - tf.pow(_ADAM_B2, step))
+      z = z - cfg.learning_rate * m_hat / (tf.sqrt(v_hat) + _ADAM_EPS)
+      z, resampled = stochastic_clip(z, self.gen.prior,
+                                     tf.random.experimental.stateless_fold_in(seed, t),
+                                     cfg.normal_clip)
+      # A resampled component starts afresh: its old momentum points out of the support.
+      m = tf.where(resampled, 0.0, m)
+    best_z, best_mse = keep_best(z, _pixel_mse(self.gen.decode(z), x), best_z, best_mse)
+    return best_z, best_mse
+
+  def invert(self, x: np.ndarray, seed: int = 0, offset: int = 0
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverts any number of images (uint8 [0,255] or float [0,1], NHWC).
+
+    Args:
+      x: images.
+      seed: run seed; batch b draws its random numbers from (seed, offset + b * batch).
+      offset: absolute index of x[0] in the dataset, so that a chunk inverted on its own
+        gets the same random numbers as in a whole-set run.
+    Returns:
+      (z float32 [N, d], pixel MSE float32 [N], PSNR dB float32 [N]).
+    """
+    x = _as_float_images(x)
+    n, bs = len(x), self.batch_size
+    z = np.empty((n, self.latent_dim), np.float32)
+    mse = np.empty((n,), np.float32)
+    for start in range(0, n, bs):
+      xb = x[start:start + bs]
+      k = len(xb)
+      if k < bs:  # fixed batch shape: pad with blank images, drop their results
+        xb = np.concatenate([xb, np.zeros((bs - k,) + xb.shape[1:], np.float32)])
+      zb, mb = self.invert_batch(tf.constant(xb),
+                                 tf.constant([seed, offset + start], tf.int64))
+      z[start:start + k], mse[start:start + k] = zb.numpy()[:k], mb.numpy()[:k]
+    return z, mse, psnr_from_mse(mse)
+
+
+def encoder_key(key: Dict, cfg: InversionConfig, x_train: np.ndarray, seed: int) -> Dict:
+  """Everything the trained encoder depends on (generator key, its config, data, seed)."""
+  return {**key, "encoder_config": {f: getattr(cfg, f) for f in ENCODER_FIELDS},
+          "data": array_fingerprint(x_train), "seed": int(seed)}
+
+
+def encoder_dir(workdir: str, key: Dict, cfg: InversionConfig, x_train: np.ndarray,
+                seed: int) -> str:
+  """Folder of the cached encoder (checkpoints + `encoder.json` with the training history)."""
+  return os.path.join(workdir, f"encoder-{config_hash(encoder_key(key, cfg, x_train, seed))}")
+
+
+def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, workdir: str, key: Dict,
+                  seed: int = 0, log: Callable[[str], None] = print) -> InversionEncoder:
+  """Trains the inversion encoder (or restores it), checkpointed per epoch, resumable.
+
+  Args:
+    gen: the frozen generator (interface in the module docstring).
+    x_train: uint8 training images [N, H, W, C].
+    cfg: inversion config (encoder_* fields).
+    workdir: folder; the encoder lives in `<workdir>/encoder-<key hash>/`.
+    key: identifies the generator, e.g. {"generator": checkpoint hash}; the encoder config,
+      data fingerprint and seed are added. A different key trains a new encoder.
+    seed: seed of the prior draws and of the batch order.
+    log: progress sink.
+  Returns:
+    The trained encoder.
+  """
+  full_key = encoder_key(key, cfg, x_train, seed)
+  folder = encoder_dir(workdir, key, cfg, x_train, seed)
+  encoder = build_encoder(gen.latent_dim, gen.prior, x_train.shape[1:],
+                          cfg.encoder_base_filters, seed=seed)
+  optimizer = keras.optimizers.Adam(cfg.encoder_learning_rate)
+  optimizer.build(encoder.trainable_variables)
+  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+  # Explicit variable lists: Keras 3 models are only partly visible to TF's object tracking.
+  ckpt = tf.train.Checkpoint(encoder=checkpoint_variables(encoder),
+                             optimizer=checkpoint_variables(optimizer), epoch=epoch_var)
+  manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+  latest = checkpointing.restore_latest(
+      ckpt, manager, [epoch_var, *checkpoint_variables(encoder),
+                      *checkpoint_variables(optimizer)], log)
+  if latest:
+    log(f"encoder: restored {latest} (epoch {int(epoch_var)})")
+  n, bs = len(x_train), min(cfg.encoder_batch_size, len(x_train))
+  steps = cfg.encoder_steps_per_epoch or max(n // bs, 1)
+  x_all = tf.constant(x_train)
+
+  @tf.function(input_signature=[tf.TensorSpec([steps, bs], tf.int32),
+                                tf.TensorSpec([], tf.int64)])
+  def train_epoch(batches, epoch):
+    """One epoch in one graph: `batches` holds the real-image indices of every step."""
+    sums = tf.zeros([2])
+    for s in tf.range(steps):
+      step_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 10**7 + tf.cast(s, tf.int64)])
+      z = sample_prior(gen.prior, bs, gen.latent_dim, step_seed)
+      x_fake = tf.stop_gradient(gen.decode(z))
+      x_real = tf.cast(tf.gather(x_all, batches[s]), tf.float32) / 255.0
+      with tf.GradientTape() as tape:
+        latent = tf.reduce_mean(tf.square(encoder(x_fake, training=True) - z))
+        recon = tf.reduce_mean(tf.square(gen.decode(encoder(x_real, training=True)) - x_real))
+        loss = latent + cfg.encoder_recon_weight * recon
+      grads = tape.gradient(loss, encoder.trainable_variables)
+      optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
+      sums += tf.stack([latent, recon])
+    return sums / float(steps)
+
+  record_path = os.path.join(folder, "encoder.json")
+  history = []
+  if int(epoch_var) > 0 and os.path.isfile(record_path):
+    try:
+      with open(record_path) as f:
+        history = [h for h in json.load(f).get("history", []) if h["epoch"] <= int(epoch_var)]
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+      log(f"encoder: {record_path} unreadable; its history restarts here (weights are "
+          f"from the checkpoint)")
+  for epoch in range(int(epoch_var), cfg.encoder_epochs):
+    t0, perm = time.time(), np.random.default_rng([seed, epoch]).permutation(n)
+    batches = perm[np.arange(steps * bs) % n].reshape(steps, bs).astype(np.int32)
+    lat_mean, rec_mean = (float(v) for v in train_epoch(tf.constant(batches),
+                                                         tf.constant(epoch, tf.int64)))
+    if not np.isfinite(lat_mean + rec_mean):
+      raise FloatingPointError(
+          f"encoder training diverged at epoch {epoch} (latent {lat_mean}, recon "
+          f"{rec_mean}); lower encoder_learning_rate or check the generator.")
+    epoch_var.assign(epoch + 1)
+    manager.save()
+    history.append({"epoch": epoch + 1, "latent_mse": lat_mean, "recon_mse": rec_mean,
+                    "seconds": time.time() - t0})
+    write_json_atomic(record_path, {"key": full_key, "epochs_done": epoch + 1,
+                                    "history": history})
+    log(f"encoder epoch {epoch + 1}/{cfg.encoder_epochs}: latent MSE {lat_mean:.4f}, "
+        f"recon MSE {rec_mean:.4f} (PSNR {float(psnr_from_mse(rec_mean)):.2f} dB), "
+        f"{time.time() - t0:.1f} s")
+  return encoder

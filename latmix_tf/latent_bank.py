@@ -1,0 +1,369 @@
+"""The latent bank: one latent code per training image, built once, cached on disk.
+
+Latent mixup samples pairs of training images and decodes mixtures of their codes, so the
+whole training split is inverted up front. Inverting 60k images takes minutes, so the bank
+is built in chunks (`cfg.chunk_size` images), each written atomically (temp file + rename)
+as soon as it finishes, with a SHA-256 checksum of its contents and the bank key inside.
+A killed build resumes from the finished chunks; a chunk or bank file that is unreadable,
+truncated, of the wrong shape, of another key or whose checksum does not match is
+recomputed, never silently reused. The bank is keyed by the generator checkpoint hash
+(given by the caller), the inversion config hash, the data fingerprint and the seed.
+
+Layout of `bank_dir`: `chunk-00000.npz` ... (kept, so a damaged final file is reassembled
+cheaply), `bank.npz` (z [N, d] float32, labels [N] int64, mse [N], psnr [N], in index
+order) and `bank.json` (key, key hash, checksum, summary). The split into chunks is pure
+(`chunk_indices`, `invert_chunk`), which is what lets several devices share the work:
+
+* workers (`MultiWorkerMirroredStrategy`): worker w of W inverts chunks w, w + W, ... into its
+  own bank directory (the chief's is `bank_dir`, a worker's its `workertemp_<w>` sibling);
+  the rows are then merged in index order by one all-reduce (each worker fills its rows,
+  zeros elsewhere: exact), and only the chief writes bank.npz / bank.json. A resumed build
+  reuses each worker's finished chunks; no shared filesystem is needed.
+* replicas of one worker (`MirroredStrategy`, e.g. several GPUs): the batches of a chunk are
+  inverted side by side, one per replica, with the seeds they get on one device.
+Each batch's result depends only on its images and (seed, absolute index), so the bank is
+the same whatever the number of workers or replicas (tests/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from latmix_tf import distribute
+from latmix_tf.config import InversionConfig, config_hash
+from latmix_tf.export import write_json_atomic
+from latmix_tf.data.sources import array_fingerprint
+from latmix_tf.inversion import Inverter, psnr_from_mse, train_encoder
+
+BANK_FILE, META_FILE = "bank.npz", "bank.json"
+_ARRAYS = ("z", "labels", "mse", "psnr")
+
+
+class BankError(ValueError):
+  """A bank or chunk file is missing, damaged or belongs to another key."""
+
+
+def _checksum(**arrays: np.ndarray) -> str:
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _save_npz_atomic(path: str, **arrays: np.ndarray) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(buf.getvalue())
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _read_npz(path: str, names) -> Dict[str, np.ndarray]:
+  """Reads the named arrays (fully: a bad zip CRC or truncation raises here)."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: np.array(data[k]) for k in names}
+  except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError...
+    raise BankError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+
+
+def chunk_indices(n: int, chunk_size: int) -> List[Tuple[int, int]]:
+  """[(start, stop), ...] covering range(n) in order, chunks of `chunk_size` (last shorter)."""
+  if chunk_size < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+  return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+
+def invert_chunk(inverter: Inverter, x_chunk: np.ndarray, start: int, seed: int,
+                 strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, np.ndarray]:
+  """Inverts one chunk; pure function of (inverter, images, absolute start, seed).
+
+  With a single-worker strategy of several replicas, the chunk's batches run side by side.
+  """
+  if (strategy is not None and strategy.num_replicas_in_sync > 1 and
+      distribute.num_workers(strategy) == 1):
+    z, mse, psnr = _invert_on_replicas(inverter, x_chunk, start, seed, strategy)
+  else:
+    z, mse, psnr = inverter.invert(x_chunk, seed=seed, offset=start)
+  if not (np.all(np.isfinite(z)) and np.all(np.isfinite(mse))):
+    raise FloatingPointError(f"non-finite latent codes or MSE in chunk at {start}; the "
+                             "generator or encoder produces NaNs - retrain it.")
+  return {"z": z, "mse": mse, "psnr": psnr}
+
+
+def _invert_on_replicas(inverter: Inverter, x: np.ndarray, offset: int, seed: int,
+                        strategy: tf.distribute.Strategy):
+  """`inverter.invert(x, seed, offset)` with batch k of each group of R on replica k."""
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.asarray(x, np.float32)
+  n, bs, r = len(x), inverter.batch_size, strategy.num_replicas_in_sync
+  z = np.empty((n, inverter.latent_dim), np.float32)
+  mse = np.empty((n,), np.float32)
+  starts = list(range(0, n, bs))
+  for g in range(0, len(starts), r):
+    group = starts[g:g + r]
+    xs, seeds = [], []
+    for k in range(r):  # a spare replica repeats the group's first batch; its result is dropped
+      st = group[k] if k < len(group) else group[0]
+      xb = x[st:st + bs]
+      if len(xb) < bs:  # fixed batch shape: pad with blank images, as Inverter.invert does
+        xb = np.concatenate([xb, np.zeros((bs - len(xb),) + xb.shape[1:], np.float32)])
+      xs.append(xb)
+      seeds.append(np.array([seed, offset + st], np.int64))
+    per_x = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(xs[ctx.replica_id_in_sync_group]))
+    per_seed = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(seeds[ctx.replica_id_in_sync_group]))
+    zs, ms = strategy.run(inverter.invert_batch, args=(per_x, per_seed))
+    zs, ms = strategy.experimental_local_results(zs), strategy.experimental_local_results(ms)
+    for k, st in enumerate(group):
+      m = min(bs, n - st)
+      z[st:st + m], mse[st:st + m] = zs[k].numpy()[:m], ms[k].numpy()[:m]
+  return z, mse, psnr_from_mse(mse)
+
+
+def _chunk_path(bank_dir: str, i: int) -> str:
+  return os.path.join(bank_dir, f"chunk-{i:05d}.npz")
+
+
+def save_chunk(path: str, arrays: Dict[str, np.ndarray], start: int, stop: int,
+               key_hash: str) -> None:
+  """Writes a chunk atomically with its range, bank key and checksum inside."""
+  meta = {"start": np.int64(start), "stop": np.int64(stop), "key_hash": np.array(key_hash)}
+  _save_npz_atomic(path, checksum=np.array(_checksum(**arrays, **meta)), **arrays, **meta)
+
+
+def load_chunk(path: str, start: int, stop: int, key_hash: str, latent_dim: int
+               ) -> Dict[str, np.ndarray]:
+  """Reads and validates a chunk; raises BankError on any mismatch or damage."""
+  data = _read_npz(path, ("z", "mse", "psnr", "start", "stop", "key_hash", "checksum"))
+  checksum = str(data.pop("checksum"))
+  if _checksum(**data) != checksum:
+    raise BankError(f"{path}: checksum mismatch (file damaged)")
+  if str(data["key_hash"]) != key_hash or (int(data["start"]), int(data["stop"])) != (
+      start, stop):
+    raise BankError(f"{path}: belongs to another bank key or range")
+  n = stop - start
+  if data["z"].shape != (n, latent_dim) or data["mse"].shape != (n,) or \
+     data["psnr"].shape != (n,):
+    raise BankError(f"{path}: wrong shapes {data['z'].shape}, expected ({n}, {latent_dim})")
+  return {k: data[k] for k in ("z", "mse", "psnr")}
+
+
+@dataclasses.dataclass
+class LatentBank:
+  """Latent codes of the training split, in index order, with per-sample inversion quality."""
+  z: np.ndarray        # float32 [N, d]
+  labels: np.ndarray   # int64 [N]
+  mse: np.ndarray      # float32 [N], pixel MSE of G(z) vs the image, [0,1] scale
+  psnr: np.ndarray     # float32 [N], dB
+  meta: Dict[str, Any]
+
+  def __len__(self) -> int:
+    return len(self.z)
+
+  def save(self, bank_dir: str) -> None:
+    """Writes bank.npz then bank.json (both atomic; the JSON holds the checksum)."""
+    arrays = {k: getattr(self, k) for k in _ARRAYS}
+    self.meta = dict(self.meta, checksum=_checksum(**arrays), n=len(self.z),
+                     latent_dim=int(self.z.shape[1]))
+    _save_npz_atomic(os.path.join(bank_dir, BANK_FILE), **arrays)
+    write_json_atomic(os.path.join(bank_dir, META_FILE), self.meta)
+
+  @classmethod
+  def load(cls, path: str, key_hash: Optional[str] = None) -> "LatentBank":
+    """Loads and validates a bank (directory or its bank.npz).
+
+    Raises:
+      FileNotFoundError: no bank there.
+      BankError: damaged files, wrong shapes, checksum or key (if given) mismatch.
+    """
+    bank_dir = os.path.dirname(path) if path.endswith(".npz") else path
+    npz, meta_path = os.path.join(bank_dir, BANK_FILE), os.path.join(bank_dir, META_FILE)
+    if not (os.path.isfile(npz) and os.path.isfile(meta_path)):
+      raise FileNotFoundError(f"No latent bank in {bank_dir!r} (need {BANK_FILE} and "
+                              f"{META_FILE}); build one with build_or_load_bank(...).")
+    try:
+      with open(meta_path) as f:
+        meta = json.load(f)
+    except (OSError, ValueError) as e:
+      raise BankError(f"{meta_path}: unreadable ({e})") from e
+    if key_hash is not None and meta.get("key_hash") != key_hash:
+      raise BankError(f"{bank_dir}: bank key {meta.get('key_hash')} != expected {key_hash}")
+    data = _read_npz(npz, _ARRAYS)
+    if _checksum(**data) != meta.get("checksum"):
+      raise BankError(f"{npz}: checksum mismatch (file damaged or from another build)")
+    n, d = meta.get("n"), meta.get("latent_dim")
+    shapes = [data["z"].shape, data["labels"].shape, data["mse"].shape, data["psnr"].shape]
+    if shapes != [(n, d), (n,), (n,), (n,)]:
+      raise BankError(f"{npz}: shapes {shapes} do not match n={n}, latent_dim={d}")
+    return cls(meta=meta, **data)
+
+  def summary(self) -> Dict[str, float]:
+    return {"n": len(self.z), "mean_mse": float(np.mean(self.mse)),
+            "mean_psnr": float(np.mean(self.psnr)),
+            "median_psnr": float(np.median(self.psnr)),
+            "psnr_below_20db": float(np.mean(self.psnr < 20.0))}
+
+
+def bank_key(key: Dict, cfg: InversionConfig, x_train: np.ndarray, y_train: np.ndarray,
+             seed: int) -> Dict:
+  """The full key of a bank: the caller's generator key + inversion config + data + seed."""
+  return {**key, "inversion": config_hash(cfg), "data": array_fingerprint(x_train, y_train),
+          "seed": int(seed)}
+
+
+def _clear(bank_dir: str) -> None:
+  for path in glob.glob(os.path.join(bank_dir, "chunk-*.npz*")) + [
+      os.path.join(bank_dir, BANK_FILE), os.path.join(bank_dir, META_FILE)]:
+    if os.path.exists(path):
+      os.remove(path)
+
+
+def build_or_load_bank(gen, encoder, x_train: np.ndarray, y_train: np.ndarray,
+                       cfg: InversionConfig, bank_dir: str, key: Dict,
+                       rebuild: bool = False, log: Callable[[str], None] = print,
+                       seed: int = 0, feature_fn=None,
+                       inverter: Optional[Inverter] = None,
+                       strategy: Optional[tf.distribute.Strategy] = None) -> LatentBank:
+  """Returns the latent bank of (x_train, y_train), loading it if a valid one exists.
+
+  Args:
+    gen: the generator (see `latmix_tf.inversion`); encoder: trained E (None for a VAE or
+      random starts).
+    x_train: uint8 images [N, H, W, C]; y_train: int labels [N].
+    cfg: inversion config.
+    bank_dir: folder of this bank (created).
+    key: identifies the generator, e.g. {"generator": checkpoint hash}.
+    rebuild: ignore everything on disk.
+    log: progress sink (one line per chunk with images/s and ETA).
+    seed: seed of random starts and stochastic clipping.
+    feature_fn: features for the loss when cfg.feature_source == "classifier".
+    inverter: a prebuilt `Inverter` (must match gen/cfg); built from the rest otherwise.
+    strategy: share the chunks among workers / the batches among replicas (module
+      docstring); every worker must call this with the same arguments. The chief decides
+      whether a cached bank is used and every worker gets the same bank back.
+  """
+  if x_train.ndim != 4 or len(x_train) == 0 or len(y_train) != len(x_train):
+    raise ValueError(f"Need images [N>0, H, W, C] and N labels; got {x_train.shape} images "
+                     f"and {len(y_train)} labels.")
+  worker, workers = distribute.worker_info(strategy)
+  bank_dir = distribute.worker_dir(bank_dir, strategy)  # the chief's is unchanged
+  os.makedirs(bank_dir, exist_ok=True)
+  full_key = bank_key(key, cfg, x_train, y_train, seed)
+  key_hash = config_hash(full_key)
+  meta_path = os.path.join(bank_dir, META_FILE)
+  cached = None
+  if rebuild:
+    _clear(bank_dir)
+  elif os.path.isfile(meta_path):
+    try:
+      cached = LatentBank.load(bank_dir, key_hash=key_hash)
+      log(f"latent bank: loaded {bank_dir} ({len(cached)} codes, key {key_hash})")
+    except (BankError, FileNotFoundError) as e:
+      old = _read_meta_key(meta_path)
+      if old != key_hash:
+        log(f"latent bank: key changed ({old} -> {key_hash}); rebuilding from scratch")
+        _clear(bank_dir)
+      else:
+        log(f"latent bank: {e}; reassembling from chunks")
+  if workers > 1:  # the chief's cache decides for everyone, and its bank is sent over
+    meta = distribute.broadcast_json(strategy, cached.meta if cached is not None else None)
+    if meta is not None:
+      arrays = [cached.z, cached.mse, cached.psnr] if cached is not None else [
+          np.zeros((len(x_train), meta["latent_dim"]), np.float32),
+          np.zeros(len(x_train), np.float32), np.zeros(len(x_train), np.float32)]
+      z, mse, psnr = distribute.broadcast_from_chief(strategy, arrays)
+      if cached is None:
+        cached = LatentBank(z=z, labels=np.asarray(y_train, np.int64), mse=mse, psnr=psnr,
+                            meta=meta)
+      return cached
+  elif cached is not None:
+    return cached
+  inverter = inverter or Inverter(gen, cfg, x_train.shape[1:], encoder=encoder,
+                                  feature_fn=feature_fn)
+  chunks = chunk_indices(len(x_train), cfg.chunk_size)
+  mine = [i for i in range(len(chunks)) if i % workers == worker]
+  parts: Dict[int, Dict[str, np.ndarray]] = {}
+  t_start, done_new = time.time(), 0
+  for i in mine:
+    start, stop = chunks[i]
+    path = _chunk_path(bank_dir, i)
+    if os.path.exists(path):
+      try:
+        parts[i] = load_chunk(path, start, stop, key_hash, inverter.latent_dim)
+        log(f"latent bank: chunk {i + 1}/{len(chunks)} reused")
+        continue
+      except BankError as e:
+        log(f"latent bank: chunk {i + 1}/{len(chunks)} rejected ({e}); recomputing")
+    t0 = time.time()
+    parts[i] = invert_chunk(inverter, x_train[start:stop], start, seed, strategy)
+    save_chunk(path, parts[i], start, stop, key_hash)
+    done_new += stop - start
+    rate = done_new / max(time.time() - t_start, 1e-9)
+    left = sum(chunks[j][1] - chunks[j][0] for j in mine if j > i)
+    log(f"latent bank: chunk {i + 1}/{len(chunks)} [{start}:{stop}] "
+        f"{(stop - start) / max(time.time() - t0, 1e-9):.0f} img/s, mean PSNR "
+        f"{float(np.mean(parts[i]['psnr'])):.2f} dB, ETA {left / rate:.0f} s")
+  z = np.zeros((len(x_train), inverter.latent_dim), np.float32)
+  mse, psnr = np.zeros(len(x_train), np.float32), np.zeros(len(x_train), np.float32)
+  for i, part in parts.items():
+    start, stop = chunks[i]
+    z[start:stop], mse[start:stop], psnr[start:stop] = part["z"], part["mse"], part["psnr"]
+  if workers > 1:
+    z, mse, psnr = distribute.sum_over_workers(strategy, [z, mse, psnr])
+  bank = LatentBank(z=z, labels=np.asarray(y_train, np.int64), mse=mse, psnr=psnr,
+                    meta={"key": full_key, "key_hash": key_hash, "init": inverter.init,
+                          "build_seconds_this_run": time.time() - t_start,
+                          "workers": workers})
+  bank.meta["summary"] = bank.summary()
+  if worker == 0:
+    bank.save(bank_dir)
+  s = bank.meta["summary"]
+  log(f"latent bank: {s['n']} codes, mean PSNR {s['mean_psnr']:.2f} dB "
+      f"(median {s['median_psnr']:.2f}), written to {bank_dir}")
+  return bank
+
+
+def invert_training_set(gen, x_train: np.ndarray, y_train: np.ndarray,
+                        cfg: InversionConfig, workdir: str, key: Dict, seed: int = 0,
+                        log: Callable[[str], None] = print, feature_fn=None,
+                        rebuild: bool = False) -> LatentBank:
+  """Train the encoder (cached in workdir) -> build the bank in `<workdir>/latent_bank`.
+
+  A valid cached bank is returned without touching the encoder. For a VAE (or with
+  `cfg.random_starts`) no encoder is trained. Arguments as in `build_or_load_bank`.
+  """
+  bank_dir = os.path.join(workdir, "latent_bank")
+  if not rebuild and os.path.isfile(os.path.join(bank_dir, META_FILE)):
+    try:
+      return LatentBank.load(bank_dir, config_hash(bank_key(key, cfg, x_train, y_train, seed)))
+    except (BankError, FileNotFoundError) as e:
+      log(f"latent bank: cached bank not usable ({e})")
+  encoder = None
+  if not cfg.random_starts and not callable(getattr(gen, "vae_encode_mean", None)):
+    encoder = train_encoder(gen, x_train, cfg, workdir, key, seed=seed, log=log)
+  return build_or_load_bank(gen, encoder, x_train, y_train, cfg, bank_dir, key,
+                            rebuild=rebuild, log=log, seed=seed, feature_fn=feature_fn)
+
+
+def _read_meta_key(meta_path: str) -> Optional[str]:
+  try:
+    with open(meta_path) as f:
+      return json.load(f).get("key_hash")
+  except (OSError, ValueError, AttributeError):
+    return None
