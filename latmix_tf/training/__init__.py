@@ -1,5 +1,9 @@
 """The single training loop (`loop.py`) and the methods it runs (`method.py`, `registry.py`)."""
 
+from latmix_tf.training.adversarial import AdversarialConfig, AdversarialTraining
+from latmix_tf.training.gat import GAT, GATConfig
 from latmix_tf.training.loop import Trainer, train
+from latmix_tf.training.manifold_mixup import ManifoldMixup, ManifoldMixupConfig
 from latmix_tf.training.method import ERM, ERMConfig, Method, soft_cross_entropy
+from latmix_tf.training.mixup import Mixup, MixupConfig
 from latmix_tf.training.registry import METHODS, build_method

@@ -9,23 +9,33 @@ the *global* batch size (`tf.nn.compute_average_loss`), regularisation losses ar
 the number of replicas, and metrics are returned as sums and reduced across replicas, so the
 same code gives the same update under the default strategy and `MirroredStrategy`.
 
-Resume: a checkpoint (model, optimizer, method state, epoch counter) is written after every
-epoch; the epoch's batches are a pure function of (seed, epoch) (see data/pipeline.py) and
-the step seeds of (seed, optimizer step), so a killed run restarted with the same command
-continues from the last checkpoint and ends with the same weights as an uninterrupted run.
+Multi-worker (TF guide pattern): every worker saves each checkpoint, but only the chief
+into `<workdir>/checkpoints`; a worker writes to its `workertemp_<i>` directory and deletes it
+(`distribute.worker_dir`). On resume only the chief restores and broadcasts the values, so
+workers need no shared filesystem. Batches are distributed with `AutoShardPolicy.DATA`: every
+worker builds the same global batch and keeps its replicas' slices, so a global step sees the
+same examples whatever the number of workers (the input is in-memory arrays, cheap to
+rebuild; `distribute_datasets_from_function` would need each worker to cut its own slice).
+
+Resume: a checkpoint (model, optimizer, method state, epoch counter, metrics history) is
+written after every epoch; the epoch's batches are a pure function of (seed, epoch) (see
+data/pipeline.py) and the step seeds of (seed, optimizer step), so a killed run restarted
+with the same command continues from the last readable checkpoint (a damaged one is skipped,
+see `checkpointing.restore_latest`) and ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Callable, Dict, List, Optional
 
 import keras
 import tensorflow as tf
 
-from latmix_tf import checkpointing
+from latmix_tf import checkpointing, distribute
 from latmix_tf.config import DataConfig, TrainConfig
 from latmix_tf.data.pipeline import Splits, eval_dataset, train_dataset
 from latmix_tf.export import write_json_atomic
@@ -61,29 +71,19 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> keras.optimizers.Optim
   raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid: 'adamw', 'adam', 'sgd'.")
 
 
-def _load_history(workdir: str, epochs_done: int) -> List[Dict[str, float]]:
-  path = os.path.join(workdir, HISTORY_FILE)
-  if not os.path.isfile(path):
-    return []
-  try:
-    with open(path) as f:
-      history = json.load(f)
-  except (OSError, ValueError):
-    return []  # unreadable history is rebuilt from here on; weights come from the checkpoint
-  return [h for h in history if h.get("epoch", 0) <= epochs_done]
-
-
 class Trainer:
   """Builds the compiled steps once; `fit` runs the epochs with checkpoint/resume."""
 
   def __init__(self, model: keras.Model, method: Method, splits: Splits, data_cfg: DataConfig,
                train_cfg: TrainConfig, workdir: str, seed: int,
                strategy: Optional[tf.distribute.Strategy] = None,
-               log: Callable[[str], None] = print, is_chief: bool = True):
-    self.model, self.method, self.splits = model, method, splits
-    self.data_cfg, self.cfg, self.workdir, self.seed = data_cfg, train_cfg, workdir, seed
+               log: Callable[[str], None] = print, is_chief: Optional[bool] = None):
     self.strategy = strategy or tf.distribute.get_strategy()
-    self.log, self.is_chief = log, is_chief
+    self.model, self.method, self.splits = model, method, splits
+    self.data_cfg, self.cfg, self.seed = data_cfg, train_cfg, seed
+    self.workdir = distribute.worker_dir(workdir, self.strategy)  # the chief's: unchanged
+    self.is_chief = distribute.is_chief(self.strategy) if is_chief is None else is_chief
+    self.log = log
     self.steps = steps_per_epoch(splits, data_cfg, train_cfg)
     self.global_batch = min(data_cfg.batch_size, len(splits.x_train))
     with self.strategy.scope():
@@ -91,10 +91,14 @@ class Trainer:
       self.optimizer.build(model.trainable_variables)
       method.build(model, splits.num_classes)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    self.checkpoint = checkpointing.checkpoint(model=model, optimizer=self.optimizer,
-                                               epoch=self.epoch, **method.checkpoint_items())
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
+    # The per-epoch metrics travel in the checkpoint, so they always match the weights.
+    self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
+    items = dict(model=model, optimizer=self.optimizer, epoch=self.epoch,
+                 **method.checkpoint_items())
+    self.checkpoint = checkpointing.checkpoint(history=self.history_json, **items)
+    self._variables = distribute.variables_of(list(items.values()))
+    self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, self.ckpt_dir,
                                               max_to_keep=train_cfg.keep_checkpoints)
     self._train_step = tf.function(self._distributed_train_step)
     self._eval_step = tf.function(self._distributed_eval_step)
@@ -145,16 +149,35 @@ class Trainer:
 
   # --- Python side: epochs, logging, checkpoints ----------------------------------------
   def restore(self) -> int:
-    """Restores the latest checkpoint if any; returns the number of finished epochs."""
-    latest = self.manager.latest_checkpoint
-    if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
-      self.log(f"resumed from {latest} (epoch {int(self.epoch.numpy())})")
+    """Restores the latest checkpoint if any; returns the number of finished epochs.
+
+    With several workers only the chief reads its checkpoint; the others receive its values.
+    """
+    if self.is_chief or distribute.num_workers(self.strategy) == 1:
+      latest = checkpointing.restore_latest(self.checkpoint, self.manager,
+                                            self._variables + [self.history_json], self.log)
+      if latest:
+        self.log(f"resumed from {latest} (epoch {int(self.epoch.numpy())})")
+    distribute.sync_variables_from_chief(self.strategy, self._variables)
     return int(self.epoch.numpy())
+
+  def save(self, epoch: int) -> None:
+    """Checkpoints on every worker (TF guide); a worker's copy goes to a temp dir, deleted."""
+    if self.is_chief:
+      self.manager.save(checkpoint_number=epoch)
+    else:
+      self.checkpoint.write(os.path.join(self.ckpt_dir, f"ckpt-{epoch}"))
+      shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+  def distribute_dataset(self, ds: tf.data.Dataset):
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
   def _run(self, ds, step_fn) -> Dict[str, float]:
     totals: Dict[str, float] = {}
-    for x, y in self.strategy.experimental_distribute_dataset(ds):
+    for x, y in self.distribute_dataset(ds):
       for k, v in step_fn(x, y).items():
         totals[k] = totals.get(k, 0.0) + float(v)
     count = max(totals.pop("count", 1.0), 1.0)
@@ -167,8 +190,10 @@ class Trainer:
   def fit(self) -> List[Dict[str, float]]:
     """Trains to `cfg.epochs`, resuming if a checkpoint exists; returns per-epoch metrics."""
     start = self.restore()
-    history = _load_history(self.workdir, start)
-    writer = tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard"))
+    history = [h for h in json.loads(self.history_json.numpy().decode())
+               if h["epoch"] <= start]
+    writer = (tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard"))
+              if self.is_chief else tf.summary.create_noop_writer())
     for epoch in range(start, self.cfg.epochs):
       t0 = time.time()
       ds = train_dataset(self.splits, self.data_cfg, self.seed, epoch, self.steps)
@@ -187,8 +212,9 @@ class Trainer:
           if k != "epoch":
             tf.summary.scalar(k, v)
       self.epoch.assign(epoch + 1)
+      self.history_json.assign(json.dumps(history))
+      self.save(epoch + 1)
       if self.is_chief:
-        self.manager.save(checkpoint_number=epoch + 1)
         write_json_atomic(os.path.join(self.workdir, HISTORY_FILE), history)
     writer.flush()
     return history
@@ -199,7 +225,7 @@ def train(model: keras.Model, method: Method, splits: Splits, data_cfg: DataConf
           strategy: Optional[tf.distribute.Strategy] = None,
           log: Callable[[str], None] = print) -> List[Dict[str, float]]:
   """Trains `model` with `method`; see `Trainer`. Returns the per-epoch history."""
-  os.makedirs(workdir, exist_ok=True)
+  os.makedirs(distribute.worker_dir(workdir, strategy), exist_ok=True)
   if train_cfg.deterministic:
     tf.config.experimental.enable_op_determinism()
   return Trainer(model, method, splits, data_cfg, train_cfg, workdir, seed, strategy,

@@ -13,7 +13,9 @@ is a small object with four hooks that the one loop in `loop.py` calls:
 All hooks run inside one compiled `tf.function` (and, under a `tf.distribute` strategy, in
 each replica). `seed` is a shape-[2] int64 tensor, different for every step and replica,
 meant for stateless random ops, so that a resumed run draws the same random numbers.
-Labels are always one-hot or soft (rows sum to 1).
+Labels are always one-hot or soft (rows sum to 1); a method that scores several copies of
+a batch (clean + adversarial) may scale a copy's label rows by its loss weight w, which
+weights those rows by w in the loss and in the logged metrics (see adversarial.py).
 """
 
 from __future__ import annotations

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple, Type
 
+from latmix_tf.training.adversarial import AdversarialConfig, AdversarialTraining
+from latmix_tf.training.gat import GAT, GATConfig
+from latmix_tf.training.manifold_mixup import ManifoldMixup, ManifoldMixupConfig
 from latmix_tf.training.method import ERM, ERMConfig, Method
+from latmix_tf.training.mixup import Mixup, MixupConfig
 
 METHODS: Dict[str, Tuple[Type[Any], Type[Method]]] = {
     "erm": (ERMConfig, ERM),
+    "mixup": (MixupConfig, Mixup),
+    "manifold_mixup": (ManifoldMixupConfig, ManifoldMixup),
+    "adversarial": (AdversarialConfig, AdversarialTraining),
+    "gat": (GATConfig, GAT),
 }
 
 
