@@ -111,6 +111,13 @@ def _run(cfg, ctx: RunContext) -> Dict:
   out = {**metrics, **{f"bank/{k}": v for k, v in summary.items()},
          **{f"stage/{k}": v for k, v in stages.items()}}
   export.write_json_atomic(os.path.join(ctx.workdir, "stages.json"), out)
+  clf_dir = os.path.join(ctx.workdir, "classifier")
+  clf_figs = sorted(os.path.join(root, f) for root, _, files in os.walk(clf_dir)
+                    for f in files if f.endswith(".png"))
+  reports.write_markdown(
+      os.path.join(ctx.workdir, "report.md"), f"{cfg.name} (seed {cfg.seed})",
+      cfg.description + "\n\nStages: generator -> encoder -> latent bank -> classifier -> "
+      "evaluation (classifier details: classifier/report.md).", out, [grid] + figures + clf_figs)
   log("stages: " + "  ".join(f"{k}={v:.0f}s" for k, v in stages.items()))
   return out
 
