@@ -72,7 +72,8 @@ def _run(cfg, ctx: RunContext) -> Dict:
 
   t = time.time()
   gen = train_or_load_generator(lm.generator, splits, os.path.join(ctx.workdir, "generator"),
-                                seed=cfg.seed, rebuild="generator" in ctx.rebuild, log=log)
+                                seed=cfg.seed, rebuild="generator" in ctx.rebuild, log=log,
+                                strategy=ctx.strategy)
   stages["generator_seconds"] = time.time() - t
   key = {"generator": gen.checkpoint_hash}
   t = time.time()
@@ -84,7 +85,8 @@ def _run(cfg, ctx: RunContext) -> Dict:
   t = time.time()
   bank = build_or_load_bank(gen, encoder, splits.x_train, splits.y_train, lm.inversion,
                             os.path.join(ctx.workdir, "bank"), key,
-                            rebuild="bank" in ctx.rebuild, log=log, seed=cfg.seed)
+                            rebuild="bank" in ctx.rebuild, log=log, seed=cfg.seed,
+                            strategy=ctx.strategy)
   stages["bank_seconds"] = time.time() - t
   summary = bank.summary()
   log(f"latent bank: mean PSNR {summary['mean_psnr']:.2f} dB over "

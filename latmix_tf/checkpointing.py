@@ -7,12 +7,22 @@ the underlying `tf.Variable`s of each Keras object, in `.variables` order (which
 by the architecture, unlike variable paths, which depend on how many models the process
 built before). This covers weights, BN statistics, optimizer slots and iteration counters,
 and the dropout `SeedGenerator` states, so a resumed run continues bit-for-bit.
+
+`restore_latest` is how every resumable stage (classifier, GAN/VAE, inversion encoder) reads
+its checkpoints: a checkpoint damaged by a kill, a full disk or a bad copy (TF's tensor
+bundles carry CRC32C checksums, so truncation or corruption fails loudly on read) is skipped
+for the next older one, and if none is readable the variables go back to their values before
+the attempt, so the stage is redone from the start rather than continued from garbage.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import glob
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -41,3 +51,47 @@ def checkpoint(**items: Any) -> tf.train.Checkpoint:
 
 def wrap_items(items: Dict[str, Any]) -> Dict[str, Any]:
   return {k: trackable(v) for k, v in items.items()}
+
+
+def checkpoint_candidates(manager: tf.train.CheckpointManager) -> List[str]:
+  """Checkpoint prefixes of `manager`, newest first: its state file's list, plus any
+  `ckpt-N.index` in the directory (the state file itself may be the damaged part)."""
+  found = {p for p in manager.checkpoints}
+  for index in glob.glob(os.path.join(manager.directory, "*.index")):
+    found.add(index[:-len(".index")])
+
+  def number(path):
+    m = re.search(r"-(\d+)$", path)
+    return int(m.group(1)) if m else -1
+  return sorted(found, key=number, reverse=True)
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
+                   variables: Sequence[tf.Variable],
+                   log: Callable[[str], None] = print) -> Optional[str]:
+  """Restores the newest readable checkpoint of `manager`; returns its path or None.
+
+  Args:
+    checkpoint: the checkpoint object to restore into.
+    manager: its manager (directory and known checkpoints).
+    variables: every variable the checkpoint restores (reset to their current values if no
+      checkpoint can be read, so a failed partial restore leaves no trace).
+    log: receives one line per damaged checkpoint skipped.
+  """
+  candidates = checkpoint_candidates(manager)
+  if not candidates:
+    return None
+  snapshot = [np.array(v.numpy()) for v in variables]
+  for path in candidates:
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+      return path
+    except Exception as e:  # pylint: disable=broad-except
+      # A damaged file fails in many ways (tf.errors.DataLossError, IndexError "read less
+      # bytes", protobuf DecodeError, AssertionError on missing objects): all mean "unusable".
+      log(f"checkpoint {path} is unreadable or incomplete ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:160] if str(e) else ''}); trying an older one")
+  for v, value in zip(variables, snapshot):
+    v.assign(value)
+  log(f"no readable checkpoint in {manager.directory}; starting this stage from scratch")
+  return None

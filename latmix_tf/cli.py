@@ -38,17 +38,9 @@ def fetch(names: Sequence[str], data_dir: Optional[str], log: Callable[[str], No
 
 
 def make_strategy(name: str):
-  """Maps --strategy to a tf.distribute strategy (auto: mirrored when >1 GPU is visible)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  if name == "auto":
-    name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"Unknown strategy {name!r}; valid: auto, default, mirrored, multi_worker.")
+  """Maps --strategy to a tf.distribute strategy (see `latmix_tf.distribute.make_strategy`)."""
+  from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
+  return distribute.make_strategy(name)
 
 
 @user_errors
@@ -61,10 +53,15 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
   if set(rebuild) - valid_rebuild:
     raise ValueError(f"--rebuild={','.join(rebuild)}: valid stages are "
                      f"{', '.join(sorted(valid_rebuild))}.")
+  from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
   cfg = experiment.get_config(scale=scale, seed=seed, data_dir=data_dir)
   workdir = os.path.join(os.path.abspath(workdir_root), experiment.name, scale, f"seed_{seed}")
-  ctx = RunContext(workdir=workdir, export_root=os.path.abspath(export_root),
-                   rebuild=tuple(rebuild), log=log, strategy=make_strategy(strategy),
+  strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+  # A worker other than the chief writes under workertemp_<i> dirs (TF multi-worker guide).
+  workdir = distribute.worker_dir(workdir, strategy)
+  ctx = RunContext(workdir=workdir,
+                   export_root=distribute.worker_dir(os.path.abspath(export_root), strategy),
+                   rebuild=tuple(rebuild), log=log, strategy=strategy,
                    methods=tuple(methods) if methods else None,
                    seeds=tuple(int(s) for s in seeds) if seeds else None)
   t0 = time.time()

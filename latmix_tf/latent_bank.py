@@ -128,7 +128,9 @@ def _invert_on_replicas(inverter: Inverter, x: np.ndarray, offset: int, seed: in
         lambda ctx: tf.constant(xs[ctx.replica_id_in_sync_group]))
     per_seed = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.constant(seeds[ctx.replica_id_in_sync_group]))
-    zs, ms = strategy.run(inverter.invert_batch, args=(per_x, per_seed))
+    # A plain lambda: given a tf.function, MirroredStrategy.run would call it once with the
+    # PerReplica values instead of once per replica.
+    zs, ms = strategy.run(lambda xb, sb: inverter.invert_batch(xb, sb), args=(per_x, per_seed))
     zs, ms = strategy.experimental_local_results(zs), strategy.experimental_local_results(ms)
     for k, st in enumerate(group):
       m = min(bs, n - st)
@@ -294,6 +296,10 @@ def build_or_load_bank(gen, encoder, x_train: np.ndarray, y_train: np.ndarray,
       return cached
   elif cached is not None:
     return cached
+  if workers > 1:  # every worker inverts with the chief's networks, whatever it trained
+    nets = [encoder, *getattr(gen, "models", {}).values()]
+    distribute.sync_variables_from_chief(strategy, distribute.variables_of(
+        [n for n in nets if n is not None and hasattr(n, "variables")]))
   inverter = inverter or Inverter(gen, cfg, x_train.shape[1:], encoder=encoder,
                                   feature_fn=feature_fn)
   chunks = chunk_indices(len(x_train), cfg.chunk_size)
@@ -331,8 +337,10 @@ def build_or_load_bank(gen, encoder, x_train: np.ndarray, y_train: np.ndarray,
                           "build_seconds_this_run": time.time() - t_start,
                           "workers": workers})
   bank.meta["summary"] = bank.summary()
-  if worker == 0:
-    bank.save(bank_dir)
+  if worker != 0:
+    log(f"latent bank: {len(bank)} codes merged from {workers} workers (the chief saves it)")
+    return bank
+  bank.save(bank_dir)
   s = bank.meta["summary"]
   log(f"latent bank: {s['n']} codes, mean PSNR {s['mean_psnr']:.2f} dB "
       f"(median {s['median_psnr']:.2f}), written to {bank_dir}")

@@ -8,12 +8,19 @@ Caching (STYLE pattern 5): the workdir records the hash of the experiment config
 data fingerprint. A finished run with the same key is reused (`compare_*` relies on this);
 a workdir left by a *different* config is moved aside (never deleted) before training, so a
 stale checkpoint is never resumed into a new experiment.
+
+Several workers (`MultiWorkerMirroredStrategy`): all train; only the chief touches `workdir`
+and `export_dir`, exports, evaluates and writes the report. Workers follow the chief's cache
+decision and return the chief's metrics (both broadcast, so no shared filesystem is needed).
+The model is exported from a single-device copy of the trained weights, so the SavedModel is
+the same whatever strategy trained it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Callable, Dict, Optional
 
@@ -21,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from latmix_tf import export, reports
+from latmix_tf import distribute, export, reports
 from latmix_tf.config import ExperimentConfig, config_hash, to_dict
 from latmix_tf.data import load_dataset, make_splits, to_float
 from latmix_tf.data.pipeline import Splits
@@ -98,23 +105,35 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
   if splits is None:
     splits = make_splits(load_dataset(cfg.data.name, cfg.data.data_dir, log=log), cfg.data)
   key = run_key(cfg, splits.fingerprint)
-  cached = None if rebuild else cached_result(workdir, export_dir, key)
+  strategy = strategy or tf.distribute.get_strategy()
+  chief = distribute.is_chief(strategy)
+  cached = None if rebuild or not chief else cached_result(workdir, export_dir, key)
+  cached = distribute.broadcast_json(strategy, cached)  # workers follow the chief
   if cached is not None:
     log(f"{cfg.name}: cached classifier found in {workdir} (same config and data); reusing it")
     return cached
-  if rebuild and os.path.isdir(workdir):
-    export.write_json_atomic(os.path.join(workdir, KEY_FILE), {"rebuild": time.time()})
-  prepare_workdir(workdir, key, log)
+  if chief:
+    if rebuild and os.path.isdir(workdir):
+      export.write_json_atomic(os.path.join(workdir, KEY_FILE), {"rebuild": time.time()})
+    prepare_workdir(workdir, key, log)
   from latmix_tf.data.sources import get_info  # pylint: disable=import-outside-toplevel
   info = get_info(cfg.data.name)
   keras.utils.set_random_seed(cfg.seed)
-  strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    model = build_classifier(cfg.model, info.image_shape)
+    model = build_classifier(cfg.model, info.image_shape,
+                             sync_batch_norm=strategy.num_replicas_in_sync > 1)
   method = method or build_method(cfg.method)
   t0 = time.time()
   history = train(model, method, splits, cfg.data, cfg.train, workdir, cfg.seed, strategy, log)
   train_seconds = time.time() - t0
+  if not chief:  # the worker's temp dir goes; it waits for the chief's metrics
+    temp = distribute.worker_dir(workdir, strategy)
+    shutil.rmtree(temp, ignore_errors=True)
+    if os.path.isdir(os.path.dirname(temp)) and not os.listdir(os.path.dirname(temp)):
+      os.rmdir(os.path.dirname(temp))
+    return distribute.broadcast_json(strategy, None)
+  if strategy.num_replicas_in_sync > 1 or distribute.num_workers(strategy) > 1:
+    model = single_device_copy(model, cfg, info.image_shape)
 
   metadata = {"experiment": cfg.name, "config": to_dict(cfg), "run_key": key,
               "dataset": info.name, "data_fingerprint": splits.fingerprint,
@@ -150,4 +169,11 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
   metadata["metrics"] = metrics
   export.write_json_atomic(os.path.join(export_dir, export.METADATA_FILE), metadata)
   export.write_json_atomic(os.path.join(workdir, METRICS_FILE), {**metrics, "run_key": key})
-  return {**metrics, "run_key": key}
+  return distribute.broadcast_json(strategy, {**metrics, "run_key": key})
+
+
+def single_device_copy(model: keras.Model, cfg: ExperimentConfig, image_shape) -> keras.Model:
+  """The trained weights in a classifier built outside any strategy (for export/evaluation)."""
+  copy = build_classifier(cfg.model, image_shape)  # called outside strategy.scope()
+  copy.set_weights(model.get_weights())
+  return copy

@@ -77,18 +77,22 @@ class GenerativeModel:
             f"checkpoint_hash={self.checkpoint_hash!r})")
 
 
-def build_generative_model(cfg: GeneratorConfig, image_shape, seed: int = 0) -> GenerativeModel:
+def build_generative_model(cfg: GeneratorConfig, image_shape, seed: int = 0,
+                           sync_batch_norm: bool = False) -> GenerativeModel:
   """Builds and compiles the (untrained) model named by `cfg.kind`.
 
   Args:
     cfg: generator config; for the VAE `cfg.prior` is ignored (always N(0, I)).
     image_shape: (H, W, C), 28x28xC or 32x32xC.
     seed: keys the training noise (weights are initialised from Keras' global seed).
+    sync_batch_norm: DCGAN: G's batch statistics over all replicas (pass
+      `strategy.num_replicas_in_sync > 1` when building under `strategy.scope()`).
   Raises:
     ValueError: unknown kind / prior, or an unsupported image shape.
   """
   if cfg.kind == "dcgan":
-    trainer = dcgan.DCGAN(cfg.latent_dim, image_shape, cfg.prior, cfg.base_filters, seed=seed)
+    trainer = dcgan.DCGAN(cfg.latent_dim, image_shape, cfg.prior, cfg.base_filters, seed=seed,
+                          sync_batch_norm=sync_batch_norm)
     trainer.compile(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1)
   elif cfg.kind == "vae":
     dcgan.check_prior(cfg.prior)

@@ -8,6 +8,10 @@ A GAN can fail silently (NaNs, a discriminator that wins outright, mode collapse
 downstream number would then be computed on garbage; `check_health` stops the run with a
 `GeneratorTrainingError` saying what went wrong instead.
 
+Distribution: `strategy` runs each step on every replica of a `tf.distribute` strategy
+(global batch `cfg.batch_size`); the models make the same update on 1 or N replicas (see
+models/dcgan.py). With several workers only the chief restores, records and writes files.
+
 Caching: `<workdir>/generator.json` records the config hash, the fingerprint of the training
 images and the seed; the checkpoints live in `<workdir>/checkpoints/`. Same key -> resume
 (unfinished) or load (finished, "cached"); a different key -> retrain from scratch.
@@ -26,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from latmix_tf import checkpointing, distribute
 from latmix_tf.config import GeneratorConfig, config_hash, to_dict
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.export import versions, write_json_atomic
@@ -115,7 +120,8 @@ def _format(results: Dict[str, float]) -> str:
 
 def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed: int,
                     log: Callable[[str], None] = print, guard: HealthGuard = HealthGuard(),
-                    on_epoch_end: Optional[Callable[[Dict], None]] = None
+                    on_epoch_end: Optional[Callable[[Dict], None]] = None,
+                    strategy: Optional[tf.distribute.Strategy] = None
                     ) -> List[Dict[str, float]]:
   """Trains `gm` for `gm.config.epochs`, resuming from `<workdir>/checkpoints` if present.
 
@@ -127,26 +133,39 @@ def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed
     log: progress lines (one per epoch).
     guard: health-check thresholds.
     on_epoch_end: called with each epoch's history entry, after its checkpoint is saved.
+    strategy: `tf.distribute` strategy `gm` was built under (global batch `cfg.batch_size`,
+      split over replicas; see models/dcgan.py). With several workers only the chief
+      restores (the others receive its values) and writes checkpoints and sample grids.
   Returns:
     Per-epoch history (tracker means, seconds, diversity) of the epochs run in this call.
   Raises:
     GeneratorTrainingError: non-finite losses or a collapsed GAN.
   """
   cfg, trainer = gm.config, gm.trainer
+  strategy = strategy or tf.distribute.get_strategy()
+  chief, workers = distribute.is_chief(strategy), distribute.num_workers(strategy)
+  workdir = distribute.worker_dir(workdir, strategy)  # the chief's is unchanged
   batch = min(cfg.batch_size, len(x_train))
   steps = cfg.steps_per_epoch or len(x_train) // batch
   epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-  ckpt = tf.train.Checkpoint(epoch=epoch_var, **trainer.checkpoint_items())
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, CKPT_DIR), max_to_keep=2)
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    log(f"generator {gm.kind}: resumed from {manager.latest_checkpoint} "
+  items = trainer.checkpoint_items()
+  variables = distribute.variables_of([epoch_var, *items.values()])
+  ckpt = tf.train.Checkpoint(epoch=epoch_var, **items)
+  ckpt_dir = os.path.join(workdir, CKPT_DIR)
+  manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
+  latest = checkpointing.restore_latest(ckpt, manager, variables, log) if (
+      chief or workers == 1) else None
+  distribute.sync_variables_from_chief(strategy, variables)
+  if latest:
+    log(f"generator {gm.kind}: resumed from {latest} "
         f"(epoch {int(epoch_var.numpy())}/{cfg.epochs})")
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
   @tf.function
   def run_steps(iterator, n):
     for _ in tf.range(n):
-      trainer.train_step(next(iterator))
+      strategy.run(trainer.train_step, args=(next(iterator),))
     return {m.name: m.result() for m in trainer.metrics}
 
   grid_z = gm.sample_prior(64, GRID_SEED)
@@ -156,7 +175,8 @@ def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed
     start = time.time()
     for m in trainer.metrics:
       m.reset_state()
-    iterator = iter(image_dataset(x_train, batch, seed, epoch, steps))
+    iterator = iter(strategy.experimental_distribute_dataset(
+        image_dataset(x_train, batch, seed, epoch, steps).with_options(options)))
     done = 0
     while done < steps:
       k = min(guard.check_every, steps - done)
@@ -166,12 +186,16 @@ def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed
     samples = gm.decode(grid_z).numpy()
     diversity = pixel_diversity(samples)
     check_health(gm.kind, results, int(trainer.step.numpy()), diversity, real_diversity, guard)
-    save_image_grid(samples, os.path.join(workdir, SAMPLES_DIR, f"epoch_{epoch + 1:03d}.png"))
     epoch_var.assign(epoch + 1)
-    manager.save(checkpoint_number=epoch + 1)
+    if chief:
+      save_image_grid(samples, os.path.join(workdir, SAMPLES_DIR, f"epoch_{epoch + 1:03d}.png"))
+      manager.save(checkpoint_number=epoch + 1)
+    else:  # TF multi-worker guide: every worker saves; a worker's copy is temporary
+      ckpt.write(os.path.join(ckpt_dir, f"ckpt-{epoch + 1}"))
+      shutil.rmtree(ckpt_dir, ignore_errors=True)
     seconds = time.time() - start
     history.append({"epoch": epoch + 1, **results, "diversity": diversity, "seconds": seconds})
-    if on_epoch_end is not None:
+    if on_epoch_end is not None and chief:
       on_epoch_end(history[-1])
     log(f"generator {gm.kind} epoch {epoch + 1}/{cfg.epochs}: {_format(results)} "
         f"diversity={diversity:.3f} ({seconds:.1f} s, {steps} steps)")
@@ -206,7 +230,9 @@ def _wipe(workdir: str) -> None:
 
 def train_or_load_generator(cfg: GeneratorConfig, data, workdir: str, seed: int = 0,
                             rebuild: bool = False, log: Callable[[str], None] = print,
-                            guard: HealthGuard = HealthGuard()) -> GenerativeModel:
+                            guard: HealthGuard = HealthGuard(),
+                            strategy: Optional[tf.distribute.Strategy] = None
+                            ) -> GenerativeModel:
   """Returns the generator trained with (cfg, data, seed), training it only if needed.
 
   Args:
@@ -218,10 +244,16 @@ def train_or_load_generator(cfg: GeneratorConfig, data, workdir: str, seed: int 
     rebuild: ignore any cached or partial run and train from scratch.
     log: progress lines; says "cached" when nothing had to be trained.
     guard: GAN health-check thresholds.
+    strategy: train under this `tf.distribute` strategy (see `train_generator`). With
+      several workers the chief decides (cached or not) and keeps the record; every worker
+      returns the same weights.
   Returns:
     A `GenerativeModel` with `checkpoint_hash` and `metadata` set.
   """
   x_train = _training_images(data)
+  strategy = strategy or tf.distribute.get_strategy()
+  if not distribute.is_chief(strategy):
+    return _follow_chief(cfg, x_train, workdir, seed, log, guard, strategy)
   key = {"config_hash": config_hash(cfg), "data_fingerprint": array_fingerprint(x_train)[:16],
          "seed": seed}
   os.makedirs(workdir, exist_ok=True)
@@ -235,24 +267,30 @@ def train_or_load_generator(cfg: GeneratorConfig, data, workdir: str, seed: int 
       log(f"generator {cfg.kind}: discarding the run in {workdir} ({why}); training anew")
     _wipe(workdir)
     meta = None
-  keras.utils.set_random_seed(seed)
-  gm = build_generative_model(cfg, x_train.shape[1:], seed)
+  gm = _build(cfg, x_train.shape[1:], seed, strategy)
   if meta is not None and meta.get("status") == "complete":
-    ckpt = tf.train.Checkpoint(epoch=tf.Variable(0, dtype=tf.int64),
-                               **gm.trainer.checkpoint_items())
-    path = tf.train.latest_checkpoint(os.path.join(workdir, CKPT_DIR))
-    if path is not None:
-      ckpt.restore(path).assert_existing_objects_matched()
-      if generator_checkpoint_hash(gm) == meta.get("checkpoint_hash"):
-        gm.checkpoint_hash, gm.metadata = meta["checkpoint_hash"], meta
-        log(f"generator {cfg.kind}: cached ({workdir}, checkpoint {gm.checkpoint_hash})")
-        return gm
-    log(f"generator {cfg.kind}: checkpoint in {workdir} missing or not the recorded one; "
-        f"training anew")
-    _wipe(workdir)
-    keras.utils.set_random_seed(seed)
-    gm = build_generative_model(cfg, x_train.shape[1:], seed)
-    meta = None
+    epoch_var, items = tf.Variable(0, dtype=tf.int64), gm.trainer.checkpoint_items()
+    ckpt = tf.train.Checkpoint(epoch=epoch_var, **items)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, CKPT_DIR), max_to_keep=2)
+    newest = checkpointing.checkpoint_candidates(manager)[:1]
+    path = checkpointing.restore_latest(
+        ckpt, manager, distribute.variables_of([epoch_var, *items.values()]), log)
+    if path is not None and generator_checkpoint_hash(gm) == meta.get("checkpoint_hash"):
+      gm.checkpoint_hash, gm.metadata = meta["checkpoint_hash"], meta
+      log(f"generator {cfg.kind}: cached ({workdir}, checkpoint {gm.checkpoint_hash})")
+      distribute.broadcast_json(strategy, {"cached": meta})  # workers take these weights
+      distribute.sync_variables_from_chief(strategy, _variables(gm))
+      return gm
+    gm = _build(cfg, x_train.shape[1:], seed, strategy)
+    if path is not None and path != newest[0]:  # the final checkpoint is damaged: redo
+      log(f"generator {cfg.kind}: final checkpoint {newest[0]} unreadable; retraining the "
+          f"epochs after {path}")
+      meta["status"] = "training"
+    else:
+      log(f"generator {cfg.kind}: checkpoint in {workdir} missing or not the recorded one; "
+          f"training anew")
+      _wipe(workdir)
+      meta = None
   if meta is None:
     meta = {**key, "config": to_dict(cfg), "kind": cfg.kind, "status": "training",
             "image_shape": list(x_train.shape[1:]), "num_train": len(x_train),
@@ -264,9 +302,36 @@ def train_or_load_generator(cfg: GeneratorConfig, data, workdir: str, seed: int 
     meta["train_seconds"] = sum(h["seconds"] for h in meta["history"])
     write_json_atomic(os.path.join(workdir, META_FILE), meta)
 
-  train_generator(gm, x_train, workdir, seed, log, guard, on_epoch_end=record)
+  distribute.broadcast_json(strategy, {"cached": None})  # workers train along
+  train_generator(gm, x_train, workdir, seed, log, guard, on_epoch_end=record,
+                  strategy=strategy)
   gm.checkpoint_hash = generator_checkpoint_hash(gm)
   meta.update(status="complete", checkpoint_hash=gm.checkpoint_hash)
   write_json_atomic(os.path.join(workdir, META_FILE), meta)
-  gm.metadata = meta
+  gm.metadata = distribute.broadcast_json(strategy, meta)
+  return gm
+
+
+def _build(cfg: GeneratorConfig, image_shape, seed: int, strategy) -> GenerativeModel:
+  keras.utils.set_random_seed(seed)
+  with strategy.scope():
+    return build_generative_model(cfg, image_shape, seed,
+                                  sync_batch_norm=strategy.num_replicas_in_sync > 1)
+
+
+def _variables(gm: GenerativeModel) -> list:
+  return distribute.variables_of(list(gm.trainer.checkpoint_items().values()))
+
+
+def _follow_chief(cfg, x_train, workdir, seed, log, guard, strategy) -> GenerativeModel:
+  """A worker's side of `train_or_load_generator`: the chief decides, caches and records."""
+  gm = _build(cfg, x_train.shape[1:], seed, strategy)
+  cached = distribute.broadcast_json(strategy, None)["cached"]
+  if cached is None:
+    train_generator(gm, x_train, workdir, seed, log, guard, strategy=strategy)
+    meta = distribute.broadcast_json(strategy, None)
+  else:
+    distribute.sync_variables_from_chief(strategy, _variables(gm))
+    meta = cached
+  gm.checkpoint_hash, gm.metadata = generator_checkpoint_hash(gm), meta
   return gm

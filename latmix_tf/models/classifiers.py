@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras import layers
 
 from latmix_tf.config import ModelConfig
+from latmix_tf.distribute import replica_dropout
 
 
 class BlockClassifier(keras.Model):
@@ -46,10 +47,36 @@ class BlockClassifier(keras.Model):
     return len(self.blocks)
 
 
-def _conv_bn_relu(filters: int, name: str, pool: bool) -> keras.Sequential:
+class ReplicaDropout(layers.Dropout):
+  """Keras `Dropout` whose masks do not depend on the number of `tf.distribute` replicas.
+
+  Keras' Dropout draws from one seed state that every replica shares, so under
+  `MirroredStrategy` all replicas drop the same units of their rows; here each replica keeps
+  its rows of the mask one device would draw for the global batch. With one replica it is
+  bit-for-bit Keras' Dropout (same seed state, same op), so checkpoints are unchanged.
+  """
+
+  def call(self, inputs, training=False):
+    if not training or self.rate == 0:
+      return inputs
+    seed = self.seed_generator.next()
+    if seed.dtype != tf.int32:  # as keras.random: stateless ops take int32 seeds
+      seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    return replica_dropout(inputs, self.rate, seed)
+
+
+def _batch_norm(sync: bool) -> layers.BatchNormalization:
+  # synchronized=True: batch statistics over the global batch (all replicas), so the update
+  # does not depend on the replica count. Used only with >1 replica: on one device Keras'
+  # sync path computes the same moments with a different formula (float differences).
+  return layers.BatchNormalization(synchronized=sync)
+
+
+def _conv_bn_relu(filters: int, name: str, pool: bool, sync_bn: bool = False
+                  ) -> keras.Sequential:
   seq = [layers.Conv2D(filters, 3, padding="same", use_bias=False,
                        kernel_initializer="he_normal"),
-         layers.BatchNormalization(), layers.ReLU()]
+         _batch_norm(sync_bn), layers.ReLU()]
   if pool:
     seq.append(layers.MaxPooling2D())
   return keras.Sequential(seq, name=name)
@@ -64,21 +91,23 @@ class SmallCNN(BlockClassifier):
   """
 
   def __init__(self, widths: Sequence[int] = (32, 64), dense_units: int = 128,
-               dropout: float = 0.3, num_classes: int = 10, **kwargs):
+               dropout: float = 0.3, num_classes: int = 10, sync_batch_norm: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
-    self.blocks = [_conv_bn_relu(w, f"stage{i}", pool=i < 2) for i, w in enumerate(widths)]
+    self.blocks = [_conv_bn_relu(w, f"stage{i}", pool=i < 2, sync_bn=sync_batch_norm)
+                   for i, w in enumerate(widths)]
     self.blocks.append(keras.Sequential([
-        layers.Flatten(), layers.Dropout(dropout), layers.Dense(dense_units),
-        layers.ReLU(), layers.Dropout(dropout)], name="dense"))
+        layers.Flatten(), ReplicaDropout(dropout), layers.Dense(dense_units),
+        layers.ReLU(), ReplicaDropout(dropout)], name="dense"))
     self.blocks.append(layers.Dense(num_classes, name="head"))
 
 
 class PreActBlock(layers.Layer):
   """Pre-activation residual block (He et al. 2016): BN-ReLU-conv-BN-ReLU-conv + shortcut."""
 
-  def __init__(self, filters: int, stride: int, **kwargs):
+  def __init__(self, filters: int, stride: int, sync_batch_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.bn1, self.bn2 = layers.BatchNormalization(), layers.BatchNormalization()
+    self.bn1, self.bn2 = _batch_norm(sync_batch_norm), _batch_norm(sync_batch_norm)
     self.conv1 = layers.Conv2D(filters, 3, stride, padding="same", use_bias=False,
                                kernel_initializer="he_normal")
     self.conv2 = layers.Conv2D(filters, 3, padding="same", use_bias=False,
@@ -106,23 +135,35 @@ class PreActResNet(BlockClassifier):
   """
 
   def __init__(self, widths: Sequence[int] = (32, 64, 128), blocks_per_stage: int = 1,
-               num_classes: int = 10, **kwargs):
+               num_classes: int = 10, sync_batch_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.blocks = [layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem")]
     for i, w in enumerate(widths):
-      stage = [PreActBlock(w, 2 if (i > 0 and j == 0) else 1) for j in range(blocks_per_stage)]
+      stage = [PreActBlock(w, 2 if (i > 0 and j == 0) else 1, sync_batch_norm)
+               for j in range(blocks_per_stage)]
       self.blocks.append(keras.Sequential(stage, name=f"stage{i}"))
-    self.blocks.append(keras.Sequential([layers.BatchNormalization(), layers.ReLU(),
+    self.blocks.append(keras.Sequential([_batch_norm(sync_batch_norm), layers.ReLU(),
                                          layers.GlobalAveragePooling2D()], name="pool"))
     self.blocks.append(layers.Dense(num_classes, name="head"))
 
 
-def build_classifier(cfg: ModelConfig, image_shape) -> BlockClassifier:
-  """Builds (and calls once, so variables exist) the classifier named by `cfg.arch`."""
+def build_classifier(cfg: ModelConfig, image_shape, sync_batch_norm: bool = False
+                     ) -> BlockClassifier:
+  """Builds (and calls once, so variables exist) the classifier named by `cfg.arch`.
+
+  Args:
+    cfg: architecture.
+    image_shape: (H, W, C).
+    sync_batch_norm: batch statistics over all replicas of a `tf.distribute` strategy (pass
+      `strategy.num_replicas_in_sync > 1`); the weights are the same either way, so a model
+      trained with it exports and loads like any other.
+  """
   if cfg.arch == "cnn":
-    model = SmallCNN(cfg.widths, cfg.dense_units, cfg.dropout, cfg.num_classes)
+    model = SmallCNN(cfg.widths, cfg.dense_units, cfg.dropout, cfg.num_classes,
+                     sync_batch_norm=sync_batch_norm)
   elif cfg.arch == "resnet":
-    model = PreActResNet(cfg.widths, num_classes=cfg.num_classes)
+    model = PreActResNet(cfg.widths, num_classes=cfg.num_classes,
+                         sync_batch_norm=sync_batch_norm)
   else:
     raise ValueError(f"Unknown classifier arch {cfg.arch!r}; valid: 'cnn', 'resnet'.")
   model(tf.zeros([1, *image_shape]), training=False)

@@ -12,6 +12,12 @@ and scores the same fakes for the D and G updates (two tapes over one forward pa
 the TensorFlow DCGAN tutorial): G dominates the cost on a CPU, so this halves a step.
 Noise is drawn with stateless ops keyed by (seed, step counter); the counter is a variable
 in the checkpoint, so a resumed run draws the same noise as an uninterrupted one.
+
+Under a `tf.distribute` strategy `train_step` runs once per replica: each replica takes its
+rows of the noise and dropout masks one device would draw for the global batch, G's batch
+norm can be synchronized over replicas, and the gradients of the (local-mean) losses are
+divided by the replica count before the optimizers sum them, so 1 or N replicas make the
+same update (tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import List, Sequence, Tuple
 import keras
 import tensorflow as tf
 from keras import layers
+
+from latmix_tf.distribute import replica_dropout, replica_rows, replicas_in_sync
 
 PRIORS = ("uniform", "normal")
 
@@ -69,11 +77,13 @@ class UpsamplingStack(keras.Model):
   Widths halve at each upsampling, ending at `base_filters` before the output conv.
   """
 
-  def __init__(self, image_shape, base_filters: int, batch_norm: bool, **kwargs):
+  def __init__(self, image_shape, base_filters: int, batch_norm: bool,
+               sync_batch_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
     start, ups = _plan(image_shape)
     top = base_filters * 2 ** (ups - 1)
-    norm = lambda: [layers.BatchNormalization()] if batch_norm else []  # noqa: E731
+    norm = lambda: ([layers.BatchNormalization(synchronized=sync_batch_norm)]  # noqa: E731
+                    if batch_norm else [])
     self.project = keras.Sequential([
         layers.Dense(start * start * top, use_bias=not batch_norm), *norm(),
         layers.ReLU(), layers.Reshape((start, start, top))], name="project")
@@ -95,11 +105,13 @@ class UpsamplingStack(keras.Model):
 class Generator(keras.Model):
   """G: z [N, d] -> images [N, H, W, C] in [0, 1] (sigmoid output)."""
 
-  def __init__(self, latent_dim: int, image_shape, base_filters: int = 32, **kwargs):
+  def __init__(self, latent_dim: int, image_shape, base_filters: int = 32,
+               sync_batch_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.latent_dim = latent_dim
     self.image_shape = tuple(image_shape)
-    self.stack = UpsamplingStack(self.image_shape, base_filters, batch_norm=True, name="stack")
+    self.stack = UpsamplingStack(self.image_shape, base_filters, batch_norm=True,
+                                 sync_batch_norm=sync_batch_norm, name="stack")
 
   def call(self, z, training=False):
     return tf.sigmoid(self.stack(z, training=training))
@@ -130,9 +142,8 @@ class Discriminator(keras.Model):
       # fails (noisily) on the gradient of this block inside a tf.while_loop.
       h = tf.maximum(h, 0.2 * h)
       feats.append(h)
-      if training and self.dropout > 0:
-        h = tf.nn.experimental.stateless_dropout(
-            h, self.dropout, seed=tf.cast(seed, tf.int64) + [0, 7919 * (i + 1)])
+      if training and self.dropout > 0:  # = stateless_dropout on one replica
+        h = replica_dropout(h, self.dropout, tf.cast(seed, tf.int64) + [0, 7919 * (i + 1)])
     return self.head(self.flatten(h))[:, 0], feats
 
   def call(self, x, training=False, seed=None):
@@ -171,12 +182,14 @@ class DCGAN(keras.Model):
   """
 
   def __init__(self, latent_dim: int, image_shape, prior: str = "uniform",
-               base_filters: int = 32, real_label: float = 0.9, seed: int = 0, **kwargs):
+               base_filters: int = 32, real_label: float = 0.9, seed: int = 0,
+               sync_batch_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.latent_dim, self.prior = latent_dim, check_prior(prior)
     self.image_shape = tuple(image_shape)
     self.real_label, self.seed = real_label, seed
-    self.generator = Generator(latent_dim, image_shape, base_filters, name="generator")
+    self.generator = Generator(latent_dim, image_shape, base_filters, sync_batch_norm,
+                               name="generator")
     self.discriminator = Discriminator(image_shape, base_filters, name="discriminator")
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -213,17 +226,21 @@ class DCGAN(keras.Model):
     real = data[0] if isinstance(data, (tuple, list)) else data
     n = tf.shape(real)[0]
     seed = tf.stack([tf.cast(self.seed, tf.int64), self.step * 3])
-    z = sample_prior(self.prior, n, self.latent_dim, seed)
+    z = replica_rows(lambda m: sample_prior(self.prior, m, self.latent_dim, seed), n)
+    replicas = replicas_in_sync()
     with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
       fake = self.generator(z, training=True)
       real_logits = self.discriminator(real, training=True, seed=seed + [0, 1])
       fake_logits = self.discriminator(fake, training=True, seed=seed + [0, 2])
       d_loss = _bce(real_logits, self.real_label) + _bce(fake_logits, 0.0)
       g_loss = _bce(fake_logits, 1.0)  # non-saturating: maximise log D(G(z))
+      # The optimizers sum the replicas' gradients: each replica's mean counts 1/replicas.
+      d_obj, g_obj = (d_loss / replicas, g_loss / replicas) if replicas > 1 else (d_loss,
+                                                                                 g_loss)
     d_vars = self.discriminator.trainable_variables
     g_vars = self.generator.trainable_variables
-    self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
-    self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+    self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_obj, d_vars), d_vars))
+    self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars))
     self.step.assign_add(1)
     self.d_loss_tracker.update_state(d_loss)
     self.g_loss_tracker.update_state(g_loss)

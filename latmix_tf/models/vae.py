@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import layers
 
+from latmix_tf.distribute import replica_rows, replicas_in_sync
 from latmix_tf.models.dcgan import UpsamplingStack, _plan, checkpoint_variables
 
 tfd = tfp.distributions
@@ -129,9 +130,17 @@ class VAE(keras.Model):
     return self.decoder(self.encoder(x), training=training)
 
   def losses_per_example(self, x, seed):
-    """(reconstruction, kl) per example, using one reparameterised posterior sample."""
-    posterior = self.encoder.posterior(x)
-    z = posterior.sample(seed=seed)
+    """(reconstruction, kl) per example, using one reparameterised posterior sample.
+
+    z = mean + scale * eps with eps drawn statelessly for the global batch (each
+    `tf.distribute` replica takes its rows), so the noise does not depend on the replica
+    count; TFP's `sample(seed)` would draw a different eps for every batch split.
+    """
+    loc, scale = self.encoder.posterior_params(x)
+    posterior = tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+    eps = replica_rows(lambda m: tf.random.stateless_normal([m, self.latent_dim], seed),
+                      tf.shape(x)[0])
+    z = loc + scale * eps
     recon = -self.decoder.likelihood(z, training=True).log_prob(x)
     prior = tfd.MultivariateNormalDiag(loc=tf.zeros_like(posterior.mean()))
     return recon, tfd.kl_divergence(posterior, prior)
@@ -139,11 +148,15 @@ class VAE(keras.Model):
   def train_step(self, data):
     x = data[0] if isinstance(data, (tuple, list)) else data
     seed = tf.cast(tf.stack([tf.cast(self.seed, tf.int64), self.step]), tf.int32)  # TFP: int32
+    replicas = replicas_in_sync()
     with tf.GradientTape() as tape:
       recon, kl = self.losses_per_example(x, seed)
       loss = tf.reduce_mean(recon + self.kl_weight * kl)
+      # The optimizer sums the replicas' gradients: each replica's mean counts 1/replicas.
+      objective = loss / replicas if replicas > 1 else loss
     variables = self.trainable_variables
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    grads = tape.gradient(objective, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
     self.step.assign_add(1)
     self.loss_tracker.update_state(loss)
     self.elbo_tracker.update_state(-(recon + kl))

@@ -107,19 +107,21 @@ class Trainer:
   def _replica_train_step(self, x, y):
     ctx = tf.distribute.get_replica_context()
     step = tf.cast(self.optimizer.iterations, tf.int64)
-    seed = tf.stack([tf.cast(self.seed, tf.int64) * 7919 + step,
+    base = tf.stack([tf.cast(self.seed, tf.int64) * 7919 + step,
                      tf.cast(ctx.replica_id_in_sync_group, tf.int64)])
+    # Independent stateless seeds for the three hooks (no overlap across steps/replicas).
+    seeds = tf.random.experimental.stateless_split(base, 3)
     model, method = self.model, self.method
-    x, y = method.prepare_batch(model, x, y, seed)
+    x, y = method.prepare_batch(model, x, y, seeds[0])
     with tf.GradientTape() as tape:
-      logits, y_used = method.forward(model, x, y, seed + 1)
+      logits, y_used = method.forward(model, x, y, seeds[1])
       per_example = soft_cross_entropy(y_used, logits)
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
       if model.losses:
         loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
     grads = tape.gradient(loss, model.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    extra = method.after_step(model, x, y, seed + 2)
+    extra = method.after_step(model, x, y, seeds[2])
     correct = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y_used, -1)), tf.float32)
     # Rows count by their label mass (1 for one-hot / soft labels). A method that scores a
     # batch twice (clean + adversarial) scales each copy's label rows by its loss weight, so

@@ -1,0 +1,119 @@
+"""Which metrics the comparison reports, and how each is named, scaled and judged.
+
+One table (`FAMILIES`) decides the report's metric order, display units (accuracies stored
+as fractions, shown in %) and whether higher is better, so the tables, the figures and
+the conclusion's "better" / "worse" never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence
+
+METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mixup",
+                 "fgsm_at": "FGSM-AT", "pgd_at": "PGD-AT", "gat": "GAT",
+                 "latent_mixup": "Latent-Mixup (GAN)", "latent_mixup_vae": "Latent-Mixup (VAE)"}
+# Metric families in report order: (key, or prefix ending in "@"; label; unit; higher better).
+FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
+            ("blur/area", "blur area", "%", True),
+            ("blur/acc@", "blur acc σ=", "%", True),
+            ("deepfool/rho_adv", "ρ_adv", "", True),
+            ("deepfool/fooling_rate", "DeepFool fooling rate", "%", False),
+            ("fgsm/acc@", "FGSM acc ε=", "%", True),
+            ("pgd/acc@", "PGD acc ε=", "%", True),
+            ("calibration/ece", "ECE", "", False),
+            ("train_seconds", "train time", "s", False),
+            ("pipeline_seconds", "pipeline time", "s", False))
+
+
+def label(method: str) -> str:
+  """Display name of a method ("pgd_at" -> "PGD-AT"); unknown names pass through."""
+  return METHOD_LABELS.get(method, method)
+
+
+def family(key: str) -> Optional[tuple]:
+  for fam in FAMILIES:
+    if key == fam[0] or (fam[0].endswith("@") and key.startswith(fam[0])):
+      return fam
+  return None
+
+
+def at_value(key: str) -> float:
+  """The σ or ε of a curve key ("pgd/acc@0.1" -> 0.1); 0 for scalar keys."""
+  return float(key.split("@", 1)[1]) if "@" in key else 0.0
+
+
+def metric_label(key: str) -> str:
+  """Readable name with unit: "PGD acc ε=0.1 (%)", "ρ_adv"."""
+  fam = family(key)
+  if fam is None:
+    return key
+  name = fam[1] + (key.split("@", 1)[1] if fam[0].endswith("@") else "")
+  return f"{name} ({fam[2]})" if fam[2] else name
+
+
+def short_label(key: str) -> str:
+  return metric_label(key).split(" (")[0]
+
+
+def higher_is_better(key: str) -> bool:
+  fam = family(key)
+  return True if fam is None else fam[3]
+
+
+def is_percent(key: str) -> bool:
+  fam = family(key)
+  return fam is not None and fam[2] == "%"
+
+
+def fmt(key: str, value: Optional[float], diff: bool = False) -> str:
+  """A value in the metric's display unit (accuracies in %, differences in points)."""
+  if value is None or not math.isfinite(value):
+    return "n/a"
+  fam = family(key)
+  unit = fam[2] if fam else ""
+  if unit == "%":
+    return f"{100 * value:+.2f} pp" if diff else f"{100 * value:.2f}"
+  if unit == "s":
+    return f"{value:+.0f} s" if diff else f"{value:.0f}"
+  return f"{value:+.4f}" if diff else f"{value:.4f}"
+
+
+def fmt_p(p: float) -> str:
+  if not math.isfinite(p):
+    return "n/a"
+  return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def report_metrics(runs: Mapping[str, Mapping]) -> List[str]:
+  """Metric keys of the report present in any run, in family order (σ / ε ascending)."""
+  present = {k for per_seed in runs.values() for m in per_seed.values() for k in m
+             if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
+             and family(k) is not None}
+  order: Dict[str, int] = {fam[0]: i for i, fam in enumerate(FAMILIES)}
+  return sorted(present, key=lambda k: (order[family(k)[0]], at_value(k)))
+
+
+def headline_metrics(keys: Sequence[str], robust_eps: Optional[float] = None) -> List[str]:
+  """The few metrics the main table and the conclusion speak about.
+
+  Args:
+    keys: the available metric keys.
+    robust_eps: ε of the FGSM / PGD column (the budget adversarial training used); when
+      None or not evaluated, the largest ε evaluated.
+  """
+  keys = list(dict.fromkeys(keys))
+
+  def pick(prefix):
+    cands = [k for k in keys if k.startswith(prefix) and at_value(k) > 0]
+    if not cands:
+      return []
+    if robust_eps is not None:
+      exact = [k for k in cands if abs(at_value(k) - robust_eps) < 1e-9]
+      if exact:
+        return exact
+    return [max(cands, key=at_value)]
+  main = ["test/accuracy", "blur/area", "deepfool/rho_adv", "deepfool/fooling_rate"]
+  tail = ["calibration/ece", "train_seconds", "pipeline_seconds"]
+  return ([k for k in main if k in keys] + pick("fgsm/acc@") + pick("pgd/acc@") +
+          [k for k in tail if k in keys])

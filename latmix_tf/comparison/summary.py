@@ -1,0 +1,137 @@
+"""Per-(method, metric) statistics and the conclusion sentences drawn from them.
+
+Every number a reader sees comes from `summarize`: the mean over seeds, a 95% Student-t CI
+and a paired t-test of the per-seed differences against the reference method (seeds
+matched by value, so seed 1 of PGD-AT is compared with seed 1 of ERM: both saw the same
+initialisation draw and batch order). `conclusions` turns those rows into sentences whose
+strength follows the p-values: "significantly higher" only when p < alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from latmix_tf import stats
+from latmix_tf.comparison.metrics import (fmt, fmt_p, headline_metrics, higher_is_better, label,
+                                          report_metrics, short_label)
+
+# Metrics the conclusion tests (when present): accuracy, the robustness measures, calibration.
+CONCLUSION_METRICS = ("test/accuracy", "blur/area", "deepfool/rho_adv", "pgd/acc@",
+                      "calibration/ece")
+
+
+def _seed_values(per_seed: Mapping, key: str) -> Dict[int, float]:
+  return {int(s): float(m.get(key, float("nan"))) for s, m in per_seed.items()}
+
+
+def summarize(runs: Mapping[str, Mapping], reference: str = "erm", confidence: float = 0.95,
+              alpha: float = 0.05) -> List[Dict]:
+  """One row per (method, metric): mean, CI, and the paired test against `reference`.
+
+  Args:
+    runs: {method: {seed: metrics}}.
+    reference: the method every other one is tested against; its own rows (and all rows
+      when it was not run) have nan test fields and n_pairs = 0.
+    confidence: CI coverage.
+    alpha: significance level of the paired test.
+  Returns:
+    Dicts with the keys of `report.CSV_FIELDS` ("seeds" and "values" are lists).
+  """
+  rows = []
+  keys = report_metrics(runs)
+  for method, per_seed in runs.items():
+    for key in keys:
+      values = _seed_values(per_seed, key)
+      seeds = sorted(values)
+      ci = stats.mean_ci([values[s] for s in seeds], confidence)
+      test = stats.PairedTest(float("nan"), float("nan"), float("nan"), 0)
+      if method != reference and reference in runs:
+        ref = _seed_values(runs[reference], key)
+        common = [s for s in seeds if s in ref]
+        test = stats.paired_t_test([values[s] for s in common], [ref[s] for s in common])
+      rows.append({"method": method, "metric": key, "n": ci.n, "mean": ci.mean, "std": ci.std,
+                   "ci95_half_width": ci.half_width, "ci95_low": ci.low, "ci95_high": ci.high,
+                   "diff_vs_ref": test.mean_diff, "p_vs_ref": test.p, "n_pairs": test.n,
+                   "significant": bool(math.isfinite(test.p) and test.p < alpha),
+                   "seeds": seeds, "values": [values[s] for s in seeds]})
+  return rows
+
+
+def index(rows: Sequence[Dict]) -> Dict:
+  """{(method, metric): row}."""
+  return {(r["method"], r["metric"]): r for r in rows}
+
+
+def _clause(r: Dict, alpha: float) -> str:
+  key, name = r["metric"], short_label(r["metric"])
+  if r["n_pairs"] < 2:
+    return f"{name} not tested ({r['n_pairs']} paired seed{'s' if r['n_pairs'] != 1 else ''})"
+  diff = fmt(key, r["diff_vs_ref"], diff=True)
+  if not math.isfinite(r["p_vs_ref"]):
+    if r["diff_vs_ref"] == 0:
+      return f"{name} equal on every seed (no test possible)"
+    return f"{name} differs by the same {diff} on every seed (zero variance: no test possible)"
+  if r["p_vs_ref"] < alpha:
+    direction = "higher" if r["diff_vs_ref"] > 0 else "lower"
+    better = (r["diff_vs_ref"] > 0) == higher_is_better(key)
+    return (f"significantly {direction} {name} ({diff}, {fmt_p(r['p_vs_ref'])}; "
+            f"{'better' if better else 'worse'})")
+  return f"no significant difference in {name} ({diff}, {fmt_p(r['p_vs_ref'])})"
+
+
+def _cost_sentence(idx: Dict, methods: Sequence[str]) -> Optional[str]:
+  parts = []
+  for m in methods:
+    train = idx.get((m, "train_seconds"))
+    pipe = idx.get((m, "pipeline_seconds"))
+    if train is None or not math.isfinite(train["mean"]):
+      continue
+    extra = ""
+    if pipe is not None and math.isfinite(pipe["mean"]) and pipe["mean"] > train["mean"] + 0.5:
+      extra = f" (+{pipe['mean'] - train['mean']:.0f} s generator, encoder and latent bank)"
+    parts.append(f"{label(m)} {train['mean']:.0f} s{extra}")
+  if not parts:
+    return None
+  return ("Cost (mean classifier training time per seed, as recorded when each run was made): " +
+          ", ".join(parts) + ".")
+
+
+def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: float = 0.05,
+                robust_eps: Optional[float] = None) -> List[str]:
+  """Sentences comparing each method with the reference, as strong as the paired test allows.
+
+  Latent-Mixup variants come first. A method with fewer than 2 seeds paired with the
+  reference gets "not tested"; p >= alpha reads "no significant difference"; only p < alpha
+  reads "significantly higher/lower" (with whether that is better or worse).
+  """
+  idx = index(rows)
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  head = headline_metrics([r["metric"] for r in rows], robust_eps)
+  keys = [k for k in head if any(k == c or (c.endswith("@") and k.startswith(c))
+                                 for c in CONCLUSION_METRICS)]
+  out = []
+  if reference not in methods:
+    out.append(f"{label(reference)} was not run, so no method is tested against it; the "
+               f"tables give means and confidence intervals only.")
+  else:
+    others = sorted((m for m in methods if m != reference),
+                    key=lambda m: (not m.startswith("latent_mixup"), methods.index(m)))
+    for m in others:
+      n = max((idx[(m, k)]["n_pairs"] for k in keys), default=0)
+      if n < 2:
+        out.append(f"{label(m)} vs {label(reference)}: {n} paired seed{'s' if n != 1 else ''}, "
+                   f"so no difference is tested; single runs are not evidence either way.")
+        continue
+      clauses = [_clause(idx[(m, k)], alpha) for k in keys]
+      out.append(f"{label(m)} vs {label(reference)} (paired t-test over n={n} seeds, "
+                 f"α={alpha}): " + "; ".join(clauses) + ".")
+    n_max = max((r["n_pairs"] for r in rows), default=0)
+    if 2 <= n_max <= 5:
+      out.append(f"With n={n_max} seeds the test has little power: \"no significant "
+                 f"difference\" means the seeds cannot tell the methods apart, not that the "
+                 f"methods are equal.")
+  cost = _cost_sentence(idx, methods)
+  if cost:
+    out.append(cost)
+  return out

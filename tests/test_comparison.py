@@ -1,0 +1,251 @@
+"""The comparison report: its statistics against hand computations, the files it writes
+from a synthetic results set, and `compare_fmnist` end to end at smoke scale (shared member
+workdirs with single-experiment runs, caching on rerun, narrowing flags).
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from latmix_tf import comparison, stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---- statistics -------------------------------------------------------------------------
+
+def test_t_quantile_and_cdf_match_closed_forms():
+  # dof = 1 is the Cauchy distribution, dof = 2 has F(t) = 1/2 + t / (2 sqrt(2 + t^2)).
+  for t in (-7.0, -1.0, 0.3, 2.5, 40.0):
+    assert stats.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
+    assert stats.t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
+  assert stats.t_ppf(0.975, 2) == pytest.approx(4.302652729749464, abs=1e-8)  # table: 4.303
+  assert stats.t_ppf(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)
+  assert stats.t_ppf(0.975, 1000) == pytest.approx(1.962339, abs=1e-5)  # -> normal 1.96
+  assert stats.t_ppf(0.025, 4) == pytest.approx(-stats.t_ppf(0.975, 4), abs=1e-9)
+
+
+def test_mean_ci_hand_example():
+  ci = stats.mean_ci([1.0, 2.0, 3.0])
+  # s = 1, half-width = t_{0.975, 2} * s / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+  assert (ci.mean, ci.std, ci.n) == (2.0, 1.0, 3)
+  assert ci.half_width == pytest.approx(4.302652729749464 / math.sqrt(3), abs=1e-8)
+  assert ci.half_width == pytest.approx(2.484, abs=1e-3)
+  assert (ci.low, ci.high) == pytest.approx((2.0 - 2.4841377, 2.0 + 2.4841377), abs=1e-6)
+  one = stats.mean_ci([0.7])
+  assert one.mean == 0.7 and one.n == 1 and math.isnan(one.half_width)
+  assert stats.mean_ci([0.5, float("nan"), 0.7]).n == 2  # unrecorded values are dropped
+
+
+def test_paired_t_test_hand_example():
+  # d = [1, 2, 3]: mean 2, s 1, t = 2 / (1 / sqrt 3) = 3.4641, dof 2;
+  # two-sided p = 1 - t / sqrt(2 + t^2) = 1 - 3.4641 / 3.7417 = 0.074180.
+  test = stats.paired_t_test([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+  assert test.n == 3 and test.mean_diff == pytest.approx(2.0)
+  assert test.t == pytest.approx(2 * math.sqrt(3))
+  assert test.p == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), abs=1e-12)
+  assert test.p == pytest.approx(0.074180, abs=1e-6)
+  # Larger effect, n = 4: d = [3, 3.5, 2.5, 3] -> t = 3 / (0.408248 / 2) = 14.697, p = 6.833e-4
+  strong = stats.paired_t_test([3.0, 4.5, 4.5, 7.0], [0.0, 1.0, 2.0, 4.0])
+  assert strong.t == pytest.approx(14.6969, abs=1e-3)
+  assert strong.p == pytest.approx(6.8328e-4, abs=1e-7)
+  assert math.isnan(stats.paired_t_test([1.0], [0.0]).p)           # one pair: no test
+  assert math.isnan(stats.paired_t_test([2.0, 3.0], [1.0, 2.0]).p)  # zero variance: no test
+  with pytest.raises(ValueError, match="matched"):
+    stats.paired_t_test([1.0, 2.0], [1.0])
+
+
+# ---- the report from synthetic results ---------------------------------------------------
+
+def _metrics(acc, rho, pgd, ece, train_seconds):
+  out = {"test/accuracy": acc, "blur/area": acc - 0.2, "deepfool/rho_adv": rho,
+         "deepfool/fooling_rate": 1.0, "calibration/ece": ece, "train_seconds": train_seconds,
+         "run_key": {"config_hash": "x"}, "bank/mean_psnr": 21.0}  # ignored keys
+  for sigma in (0.0, 1.0, 2.0):
+    out[f"blur/acc@{sigma!r}"] = acc - 0.15 * sigma
+  for eps in (0.0, 0.05, 0.1):
+    out[f"fgsm/acc@{eps!r}"] = acc - 2 * eps
+    out[f"pgd/acc@{eps!r}"] = acc if eps == 0 else pgd - eps
+  return out
+
+
+def _synthetic_runs():
+  noise = (0.0, 0.012, -0.007)
+  erm = {s: _metrics(0.90 + noise[s], 0.20 + noise[s] / 4, 0.30 + noise[s], 0.05, 100 + s)
+         for s in range(3)}
+  # mixup: a tiny difference, alternating sign -> not significant.
+  mix = {s: _metrics(0.90 + noise[s] + (0.002, -0.003, 0.002)[s], 0.20 + noise[s] / 4,
+                     0.30 + noise[s], 0.04, 101 + s) for s in range(3)}
+  # Latent-Mixup: rho_adv consistently +0.05 (tiny jitter) -> significant; accuracy -1 pp.
+  lm = {s: _metrics(0.89 + noise[s], 0.25 + noise[s] / 4 + (0.001, -0.001, 0.0)[s],
+                    0.30 + noise[s] + (0.01, -0.02, 0.015)[s], 0.05, 150 + s)
+        for s in range(3)}
+  single = {0: _metrics(0.7, 0.3, 0.6, 0.1, 300)}  # one seed: CI and test n/a
+  return {"erm": erm, "mixup": mix, "latent_mixup": lm, "pgd_at": single}
+
+
+def test_summary_rows_and_significance():
+  rows = comparison.summarize(_synthetic_runs())
+  by = {(r["method"], r["metric"]): r for r in rows}
+  keys = comparison.report_metrics(_synthetic_runs())
+  assert keys[:3] == ["test/accuracy", "blur/area", "blur/acc@0.0"]
+  assert "run_key" not in keys and "bank/mean_psnr" not in keys
+  assert len(rows) == 4 * len(keys)
+  rho = by[("latent_mixup", "deepfool/rho_adv")]
+  assert rho["significant"] and rho["p_vs_ref"] < 0.01 and rho["diff_vs_ref"] == pytest.approx(0.05)
+  assert not by[("mixup", "test/accuracy")]["significant"]
+  assert by[("latent_mixup", "test/accuracy")]["diff_vs_ref"] == pytest.approx(-0.01)
+  assert math.isnan(by[("erm", "deepfool/rho_adv")]["p_vs_ref"])        # the reference itself
+  one = by[("pgd_at", "test/accuracy")]
+  assert one["n"] == 1 and math.isnan(one["ci95_half_width"]) and not one["significant"]
+  erm_acc = by[("erm", "test/accuracy")]
+  expect = stats.mean_ci([0.90, 0.912, 0.893])
+  assert erm_acc["mean"] == pytest.approx(expect.mean)
+  assert erm_acc["ci95_half_width"] == pytest.approx(expect.half_width)
+
+
+def test_report_files_and_wording(tmp_path):
+  grid = tmp_path / "grid.png"
+  grid.write_bytes(b"\x89PNG fake")
+  out = comparison.write_comparison_report(
+      str(tmp_path / "report"), _synthetic_runs(), "Synthetic", "desc", robust_eps=0.1,
+      sample_grid=str(grid))
+  for name in ("results.csv", "results.json", "report.md", "blur_curves.png",
+               "attack_curves.png", "rho_adv.png", "accuracy_vs_robustness.png",
+               "latent_mixed_grid.png"):
+    assert (tmp_path / "report" / name).stat().st_size > 0, name
+  with open(out["csv"]) as f:
+    rows = list(csv.DictReader(f))
+  keys = comparison.report_metrics(_synthetic_runs())
+  assert [(r["method"], r["metric"]) for r in rows] == [
+      (m, k) for m in ("erm", "mixup", "latent_mixup", "pgd_at") for k in keys]
+  sig = {(r["method"], r["metric"]) for r in rows if r["significant"] == "True"}
+  assert ("latent_mixup", "deepfool/rho_adv") in sig
+  assert not any(m in ("erm", "mixup", "pgd_at") for m, _ in sig)
+  lm_rho = next(r for r in rows if r["method"] == "latent_mixup"
+                and r["metric"] == "deepfool/rho_adv")
+  assert lm_rho["seeds"] == "0;1;2" and int(lm_rho["n"]) == 3
+  data = json.loads(open(out["json"]).read())  # strict JSON: NaN became null
+  assert data["per_seed"]["pgd_at"]["0"]["test/accuracy"] == 0.7
+  md = open(out["markdown"]).read()
+  concl = md.split("## Conclusion")[1].split("##")[0]
+  assert "Latent-Mixup (GAN) vs ERM (paired t-test over n=3 seeds" in concl
+  assert "significantly higher ρ_adv" in concl and "better" in concl
+  assert "no significant difference in clean accuracy" in concl.split("mixup vs ERM")[1]
+  assert "PGD-AT vs ERM: 1 paired seed, so no difference is tested" in concl
+  assert "little power" in concl
+  main = md.split("## Main results")[1].split("##")[0]
+  assert "PGD acc ε=0.1 (%)" in main and "± n/a" in main   # single-seed CI
+  lm_line = next(l for l in main.splitlines() if l.startswith("| Latent-Mixup (GAN)"))
+  assert lm_line.count("†") == 1                            # only ρ_adv is significant
+
+
+def test_report_without_reference_or_with_one_seed(tmp_path):
+  runs = {"mixup": {0: _metrics(0.9, 0.2, 0.3, 0.05, 10)}}
+  out = comparison.write_comparison_report(str(tmp_path), runs, "One")
+  md = open(out["markdown"]).read()
+  assert "ERM was not run" in md and "± n/a" in md and "significantly" not in md
+  with pytest.raises(ValueError, match="at least one seed"):
+    comparison.write_comparison_report(str(tmp_path), {"erm": {}}, "Empty")
+  with pytest.raises(FileNotFoundError, match="grid"):
+    comparison.write_comparison_report(str(tmp_path), runs, "x", sample_grid="/nonexistent.png")
+
+
+# ---- compare_fmnist end to end at smoke scale -------------------------------------------
+
+def test_member_layout_and_recorded_stage_times(tmp_path):
+  from experiments import compare  # pylint: disable=import-outside-toplevel
+  cli_wd = tmp_path / "wd" / "compare_mnist" / "quick" / "seed_0"
+  assert compare.members_root(str(cli_wd), "compare_mnist", "quick") == str(tmp_path / "wd")
+  assert compare.member_workdir(str(tmp_path / "wd"), "pgd_at_mnist", "quick", 2) == str(
+      tmp_path / "wd" / "pgd_at_mnist" / "quick" / "seed_2")
+  worker = tmp_path / "wd" / "compare_mnist" / "quick" / "workertemp_1" / "seed_0"
+  assert compare.members_root(str(worker), "compare_mnist", "quick") == str(tmp_path / "wd")
+  other = tmp_path / "somewhere"  # not the CLI layout: members stay inside the workdir
+  assert compare.members_root(str(other), "compare_mnist", "quick") == str(other / "members")
+  assert compare.select_methods(("gat", "erm")) == ("erm", "gat")
+  assert compare.select_seeds(("2", "0", "2")) == (2, 0)
+  with pytest.raises(ValueError, match="valid: erm, mixup, manifold_mixup"):
+    compare.select_methods(("erm", "vat"))
+
+  member = tmp_path / "lm"
+  for rel, record in (
+      ("generator/generator.json", {"train_seconds": 100.0, "checkpoint_hash": "g1"}),
+      ("inversion/encoder-a/encoder.json", {"key": {"generator": "g1"},
+                                            "history": [{"seconds": 7.0}, {"seconds": 8.0}]}),
+      ("inversion/encoder-old/encoder.json", {"key": {"generator": "g0"},  # replaced generator
+                                              "history": [{"seconds": 999.0}]}),
+      ("bank/bank.json", {"key": {"generator": "g1"}, "build_seconds_this_run": 30.0})):
+    (member / rel).parent.mkdir(parents=True, exist_ok=True)
+    (member / rel).write_text(json.dumps(record))
+  assert compare.generative_seconds(str(member)) == 145.0
+  assert compare.generative_seconds(str(tmp_path / "erm")) == 0.0
+
+
+
+def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path):
+  import experiments  # pylint: disable=import-outside-toplevel
+  from experiments.common import RunContext  # pylint: disable=import-outside-toplevel
+  root, sm = tmp_path / "workdirs", str(tmp_path / "saved_models")
+  exp = experiments.get("compare_fmnist")
+  cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
+  assert cfg.methods == ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
+                         "latent_mixup", "latent_mixup_vae") and cfg.seeds == (0, 1, 2)
+  wd = str(root / "compare_fmnist" / "smoke" / "seed_0")   # the CLI's layout
+
+  def run(methods, seeds):
+    logs = []
+    ctx = RunContext(workdir=wd, export_root=sm, log=logs.append, methods=methods, seeds=seeds)
+    return exp.run(cfg, ctx), logs
+
+  with pytest.raises(ValueError, match="Unknown method.*'adamix'.*valid: erm, mixup"):
+    run(("erm", "adamix"), (0,))
+
+  # 1. A plain single-experiment run where `main.py --experiment=erm_fmnist` would put it.
+  erm = experiments.get("erm_fmnist")
+  erm_wd = str(root / "erm_fmnist" / "smoke" / "seed_0")
+  erm_metrics = erm.run(erm.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir),
+                        RunContext(workdir=erm_wd, export_root=sm, log=lambda s: None))
+
+  # 2. The comparison at seed 0 reuses it and trains only mixup; one seed: no CI, no test.
+  out, logs = run(("mixup", "erm"), (0,))
+  assert "[1/2] erm seed 0: cached" in "\n".join(logs)
+  assert any(line.startswith("[2/2] mixup seed 0: trained") for line in logs)
+  assert out["runs"]["erm"][0]["test/accuracy"] == erm_metrics["test/accuracy"]
+  assert os.path.isfile(os.path.join(sm, "mixup_fmnist-smoke", "seed_0", "saved_model.pb"))
+  md = open(out["report"]).read()
+  assert "± n/a" in md and "no difference is tested" in md
+
+  # 3. "Resumed" with a second seed: seed 0 members are cached, seed 1 trained.
+  out, logs = run(("erm", "mixup"), (0, 1))
+  text = "\n".join(logs)
+  assert "[1/4] erm seed 0: cached" in text and "[2/4] mixup seed 0: cached" in text
+  assert "[3/4] erm seed 1: trained" in text and "[4/4] mixup seed 1: trained" in text
+  assert os.path.isdir(root / "mixup_fmnist" / "smoke" / "seed_1")
+  with open(out["results_csv"]) as f:
+    rows = list(csv.DictReader(f))
+  assert {r["method"] for r in rows} == {"erm", "mixup"}
+  assert all(r["n"] == "2" for r in rows if r["metric"] == "test/accuracy")
+  report_dir = os.path.dirname(out["report"])
+  assert out["report"] == os.path.join(wd, "report.md")
+  for name in ("results.json", "blur_curves.png", "rho_adv.png", "accuracy_vs_robustness.png"):
+    assert os.path.isfile(os.path.join(report_dir, name)), name
+  md = open(out["report"]).read()
+  assert "mixup vs ERM (paired t-test over n=2 seeds" in md
+  print(md.split("## Main results")[1].split("## Paired")[0])  # shown with pytest -s
+
+  # 4. The CLI, same layout: everything is cached now.
+  env = dict(os.environ, LATMIX_OFFLINE="1")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "main.py"), "--experiment=compare_fmnist",
+       "--scale=smoke", "--methods=erm,mixup", "--seeds=0,1", f"--data_dir={tiny_data_dir}",
+       f"--workdir={root}", f"--export_dir={sm}"],
+      capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count(": cached (") == 4, proc.stdout[-3000:]
+  assert f"report: {os.path.join(wd, 'report.md')}" in proc.stdout
