@@ -20,7 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -47,10 +47,6 @@ def _is_keras(obj: Any) -> bool:
 def checkpoint(**items: Any) -> tf.train.Checkpoint:
   """A `tf.train.Checkpoint` over `items`, wrapping Keras objects (models, optimizers)."""
   return tf.train.Checkpoint(**{k: trackable(v) for k, v in items.items()})
-
-
-def wrap_items(items: Dict[str, Any]) -> Dict[str, Any]:
-  return {k: trackable(v) for k, v in items.items()}
 
 
 def checkpoint_candidates(manager: tf.train.CheckpointManager) -> List[str]:

@@ -37,26 +37,22 @@ def fetch(names: Sequence[str], data_dir: Optional[str], log: Callable[[str], No
   return 0
 
 
-def make_strategy(name: str):
-  """Maps --strategy to a tf.distribute strategy (see `latmix_tf.distribute.make_strategy`)."""
-  from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
-  return distribute.make_strategy(name)
-
-
 @user_errors
 def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], workdir_root: str,
                    export_root: str, rebuild: Sequence[str], methods, seeds, strategy: str,
                    log: Callable[[str], None]) -> int:
   """Configures and runs one registered experiment; prints where its report is."""
   from experiments.common import RunContext  # pylint: disable=import-outside-toplevel
-  valid_rebuild = {"generator", "bank", "classifier", "encoder"}
+  # The encoder is keyed by the generator's weights: rebuilding the generator rebuilds it.
+  valid_rebuild = {"generator", "bank", "classifier"}
   if set(rebuild) - valid_rebuild:
     raise ValueError(f"--rebuild={','.join(rebuild)}: valid stages are "
                      f"{', '.join(sorted(valid_rebuild))}.")
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
   cfg = experiment.get_config(scale=scale, seed=seed, data_dir=data_dir)
   workdir = os.path.join(os.path.abspath(workdir_root), experiment.name, scale, f"seed_{seed}")
-  strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+  if isinstance(strategy, str):
+    strategy = distribute.make_strategy(strategy)
   # A worker other than the chief writes under workertemp_<i> dirs (TF multi-worker guide).
   workdir = distribute.worker_dir(workdir, strategy)
   ctx = RunContext(workdir=workdir,

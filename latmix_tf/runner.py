@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from latmix_tf import distribute, export, reports
 from latmix_tf.config import ExperimentConfig, config_hash, to_dict
-from latmix_tf.data import load_dataset, make_splits, to_float
+from latmix_tf.data import get_info, load_dataset, make_splits, to_float
 from latmix_tf.data.pipeline import Splits
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.training import Method, build_method, train
@@ -52,13 +52,15 @@ def _read_json(path: str):
     return None
 
 
-def prepare_workdir(workdir: str, key: Dict[str, str], log: Callable[[str], None]) -> None:
-  """Claims `workdir` for `key`; moves aside a workdir that belongs to another config."""
+def prepare_workdir(workdir: str, key: Dict[str, str], log: Callable[[str], None],
+                    fresh: bool = False) -> None:
+  """Claims `workdir` for `key`; moves aside a workdir of another config (or any, if `fresh`)."""
   path = os.path.join(workdir, KEY_FILE)
   old = _read_json(path)
-  if os.path.isdir(workdir) and os.listdir(workdir) and old != key:
+  if os.path.isdir(workdir) and os.listdir(workdir) and (fresh or old != key):
     stale = f"{workdir.rstrip('/')}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
-    log(f"workdir {workdir} holds a run of another config/data ({old}); moved to {stale}")
+    why = "rebuild requested" if fresh else f"it holds a run of another config/data ({old})"
+    log(f"workdir {workdir}: {why}; moved to {stale}")
     os.replace(workdir, stale)
   os.makedirs(workdir, exist_ok=True)
   export.write_json_atomic(path, key)
@@ -113,10 +115,7 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
     log(f"{cfg.name}: cached classifier found in {workdir} (same config and data); reusing it")
     return cached
   if chief:
-    if rebuild and os.path.isdir(workdir):
-      export.write_json_atomic(os.path.join(workdir, KEY_FILE), {"rebuild": time.time()})
-    prepare_workdir(workdir, key, log)
-  from latmix_tf.data.sources import get_info  # pylint: disable=import-outside-toplevel
+    prepare_workdir(workdir, key, log, fresh=rebuild)
   info = get_info(cfg.data.name)
   keras.utils.set_random_seed(cfg.seed)
   with strategy.scope():
