@@ -120,14 +120,20 @@ def config_hash(config: Any, exclude: Tuple[str, ...] = ()) -> str:
 
   Args:
     config: any (nested) dataclass.
-    exclude: top-level field names to leave out (e.g. "description", which does not change
-      what is computed).
+    exclude: field names to leave out because they do not change what is computed, top-level
+      ("description") or dotted ("data.data_dir": where the bytes were read from; the data
+      fingerprint already keys their content).
   Returns:
     16 hex characters of the SHA-256 of the canonical JSON form.
   """
   d = to_dict(config)
   for key in exclude:
-    d.pop(key, None)
+    *parents, leaf = key.split(".")
+    node = d
+    for parent in parents:
+      node = node.get(parent) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(leaf, None)
   blob = json.dumps(d, sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 

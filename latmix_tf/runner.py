@@ -40,7 +40,12 @@ METRICS_FILE = "metrics.json"
 
 
 def run_key(cfg: ExperimentConfig, fingerprint: str) -> Dict[str, str]:
-  return {"config_hash": config_hash(cfg, exclude=("description",)),
+  """What a cached classifier run is keyed by: the config that changes the result + the data.
+
+  `data.data_dir` is left out: the same bytes from Debian's copy, a `--data_dir` folder or
+  tfds give the same fingerprint and must reuse the same run.
+  """
+  return {"config_hash": config_hash(cfg, exclude=("description", "data.data_dir")),
           "data_fingerprint": fingerprint}
 
 

@@ -82,3 +82,14 @@ def test_cli_smoke_run_and_evaluate(tiny_data_dir, tmp_path):
   assert "deepfool/rho_adv" in json.loads(out.read_text())["metrics"]
   bad = _main(f"--evaluate={tmp_path}", *common)
   assert bad.returncode == 2 and "No SavedModel" in bad.stderr
+
+
+def test_run_key_ignores_where_the_data_came_from_but_not_what_is_computed():
+  """A run with --data_dir must reuse the cached run made from the registry copy."""
+  from latmix_tf.runner import run_key
+  base = experiments.get("erm_fmnist").get_config(scale="full", seed=0, data_dir=None)
+  moved = experiments.get("erm_fmnist").get_config(scale="full", seed=0, data_dir="/data/x")
+  assert run_key(base, "fp") == run_key(moved, "fp")
+  other = experiments.get("erm_fmnist").get_config(scale="quick", seed=0, data_dir=None)
+  assert run_key(base, "fp") != run_key(other, "fp")
+  assert run_key(base, "fp") != run_key(base, "other-data")
