@@ -44,7 +44,8 @@ from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.export import write_json_atomic
 from latmix_tf.generative import train_or_load_generator
-from latmix_tf.inversion import Inverter, encoder_dir, train_encoder
+from latmix_tf.inversion import Inverter
+from latmix_tf.inversion_encoder import encoder_dir, train_encoder
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "inversion_speed.json")

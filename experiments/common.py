@@ -13,19 +13,7 @@ from typing import Any, Callable, Dict, Optional
 
 from latmix_tf.config import (SCALES, DataConfig, EvalConfig, ExperimentConfig, ModelConfig,
                               TrainConfig)
-from latmix_tf.runner import train_and_evaluate
-
-
-@dataclasses.dataclass(frozen=True)
-class RunContext:
-  """What `main.py` passes to an experiment's `run` (all paths absolute)."""
-  workdir: str
-  export_root: str
-  rebuild: tuple = ()
-  log: Callable[[str], None] = print
-  strategy: Any = None
-  methods: Optional[tuple] = None
-  seeds: Optional[tuple] = None
+from latmix_tf.runner import RunContext, train_and_evaluate  # RunContext re-exported
 
 
 @dataclasses.dataclass(frozen=True)

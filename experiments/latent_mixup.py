@@ -16,20 +16,18 @@ and figures measured per stage.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 from typing import Dict
 
-import numpy as np
 
-from latmix_tf import export, generative_reports, reports
+from latmix_tf import export, frechet, generative_reports, reports
 from latmix_tf.data.sources import get_info
 from latmix_tf.config import GeneratorConfig, InversionConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.generative import train_or_load_generator
-from latmix_tf.inversion import train_encoder
+from latmix_tf.inversion_encoder import train_encoder
 from latmix_tf.latent_bank import build_or_load_bank
 from latmix_tf.latent_mixup import LatentMixup, LatentMixupConfig, mixed_examples
 from latmix_tf.runner import train_and_evaluate
@@ -63,7 +61,7 @@ def inversion_config(scale: str) -> InversionConfig:
                          chunk_size=8192)
 
 
-def _run(cfg, ctx: RunContext) -> Dict:
+def _run(cfg, ctx: RunContext, dataset_key: str) -> Dict:
   log, stages = ctx.log, {}
   lm: LatentMixupConfig = cfg.method
   t = time.time()
@@ -110,7 +108,9 @@ def _run(cfg, ctx: RunContext) -> Dict:
       report_notes=[f"generator: {lm.generator.kind}, weights {gen.checkpoint_hash}",
                     f"latent bank: {json.dumps(summary)}"])
   stages["classifier_and_eval_seconds"] = time.time() - t
+  fd = _frechet(gen, splits, ctx, cfg, dataset_key, figures_dir)
   out = {**metrics, **{f"bank/{k}": v for k, v in summary.items()},
+         "generator/frechet_distance": fd["frechet_distance"],
          **{f"stage/{k}": v for k, v in stages.items()}}
   export.write_json_atomic(os.path.join(ctx.workdir, "stages.json"), out)
   clf_dir = os.path.join(ctx.workdir, "classifier")
@@ -119,9 +119,27 @@ def _run(cfg, ctx: RunContext) -> Dict:
   reports.write_markdown(
       os.path.join(ctx.workdir, "report.md"), f"{cfg.name} (seed {cfg.seed})",
       cfg.description + "\n\nStages: generator -> encoder -> latent bank -> classifier -> "
-      "evaluation (classifier details: classifier/report.md).", out, [grid] + figures + clf_figs)
+      "evaluation (classifier details: classifier/report.md). Generator Fréchet distance: "
+      f"{fd['num_samples']} samples vs as many test images, in the penultimate-layer features "
+      f"of {fd['feature_model']} (not the Inception FID).", out, [grid] + figures + clf_figs)
   log("stages: " + "  ".join(f"{k}={v:.0f}s" for k, v in stages.items()))
   return out
+
+
+def _frechet(gen, splits, ctx: RunContext, cfg, dataset_key: str, out_dir: str) -> Dict:
+  """The generator's Fréchet distance (10k samples vs 10k test images, issue #4).
+
+  Feature network: the penultimate layer of the ERM classifier of the same dataset and scale
+  (seed 0) when it has been exported - one fixed network, so GAN, VAE and runs of every seed
+  are comparable - else this run's own classifier (recorded in the result, so a reader
+  knows which). Not the Inception FID: see latmix_tf/frechet.py.
+  """
+  reference = export_dir_for(ctx.export_root, f"erm_{dataset_key}", cfg.scale, 0)
+  own = export_dir_for(ctx.export_root, cfg.name, cfg.scale, cfg.seed)
+  features = reference if os.path.isfile(os.path.join(reference, "saved_model.pb")) else own
+  return frechet.cached_generator_frechet_distance(
+      gen, splits.x_test, features, os.path.join(out_dir, "frechet.json"), seed=cfg.seed,
+      log=ctx.log)
 
 
 def _make(kind: str, dataset_key: str) -> Experiment:
@@ -136,7 +154,8 @@ def _make(kind: str, dataset_key: str) -> Experiment:
     method = LatentMixupConfig(generator=generator_config(kind, dataset, scale),
                                inversion=inversion_config(scale))
     return classifier_config(name, dataset_key, method, scale, seed, data_dir, description)
-  return Experiment(name, description, get_config, _run)
+  return Experiment(name, description, get_config,
+                    lambda cfg, ctx: _run(cfg, ctx, dataset_key))
 
 
 EXPERIMENTS = {e.name: e for e in (_make(k, d) for k in ("dcgan", "vae")

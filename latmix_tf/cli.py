@@ -42,7 +42,7 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
                    export_root: str, rebuild: Sequence[str], methods, seeds, strategy: str,
                    log: Callable[[str], None]) -> int:
   """Configures and runs one registered experiment; prints where its report is."""
-  from experiments.common import RunContext  # pylint: disable=import-outside-toplevel
+  from latmix_tf.runner import RunContext  # pylint: disable=import-outside-toplevel
   # The encoder is keyed by the generator's weights: rebuilding the generator rebuilds it.
   valid_rebuild = {"generator", "bank", "classifier"}
   if set(rebuild) - valid_rebuild:

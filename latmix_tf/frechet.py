@@ -16,7 +16,10 @@ A S_t A. Everything is in float64, which is stable for singular covariances too.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+import hashlib
+import json
+import os
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -121,3 +124,46 @@ def generator_frechet_distance(gm, test_images: np.ndarray, classifier: FeatureS
   real = compute_features(extract, test_images[:n], batch_size)
   fake = gm.decode_numpy(gm.sample_prior(n, seed).numpy(), batch_size)
   return frechet_distance_from_features(compute_features(extract, fake, batch_size), real)
+
+
+def saved_model_fingerprint(export_dir: str) -> str:
+  """SHA-256 (16 hex) of a SavedModel's fingerprint.pb (TF's checksums of graph + weights)."""
+  path = os.path.join(export_dir, "fingerprint.pb")
+  if not os.path.isfile(path):
+    path = os.path.join(export_dir, "saved_model.pb")
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def cached_generator_frechet_distance(gm, test_images: np.ndarray, feature_model: str,
+                                      record_path: str, num_samples: int = 10000,
+                                      seed: int = 0, log: Callable[[str], None] = print
+                                      ) -> Dict[str, Any]:
+  """`generator_frechet_distance` against a SavedModel, cached in `record_path` (JSON).
+
+  Why cached: a rerun of an experiment whose generator and feature network did not change
+  should not spend ~20 s recomputing the same figure. The record is keyed by the generator's
+  weight hash, the feature SavedModel's fingerprint, N and the seed; any change recomputes.
+  Returns {"frechet_distance", "feature_model", "num_samples", "key"}.
+  """
+  n = min(num_samples, len(test_images))
+  weights = getattr(gm, "checkpoint_hash", None)
+  if not weights:  # an untrained / not-yet-hashed model: hash its weights now
+    from latmix_tf.generative import generator_checkpoint_hash  # pylint: disable=import-outside-toplevel
+    weights = generator_checkpoint_hash(gm)
+  key = {"generator": weights, "features": saved_model_fingerprint(feature_model),
+         "num_samples": n, "seed": int(seed)}
+  try:
+    with open(record_path) as f:
+      record = json.load(f)
+    if record.get("key") == key and np.isfinite(record.get("frechet_distance", np.nan)):
+      return record
+  except (OSError, ValueError, TypeError, AttributeError):
+    pass
+  fd = generator_frechet_distance(gm, test_images, feature_model, num_samples=n, seed=seed)
+  record = {"frechet_distance": float(fd), "feature_model": os.path.abspath(feature_model),
+            "num_samples": n, "key": key}
+  export.write_json_atomic(record_path, record)
+  log(f"generator Fréchet distance ({n} samples vs {n} test images, features of "
+      f"{feature_model}): {fd:.2f}")
+  return record

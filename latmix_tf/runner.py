@@ -18,11 +18,12 @@ the same whatever strategy trained it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import keras
 import numpy as np
@@ -34,6 +35,22 @@ from latmix_tf.data import get_info, load_dataset, make_splits, to_float
 from latmix_tf.data.pipeline import Splits
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.training import Method, build_method, train
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """What the CLI passes to an experiment's `run` (all paths absolute).
+
+  Lives in the library (not experiments/) so `latmix_tf.cli` builds it without importing
+  experiments/; `experiments.common` re-exports it.
+  """
+  workdir: str
+  export_root: str
+  rebuild: tuple = ()
+  log: Callable[[str], None] = print
+  strategy: Any = None
+  methods: Optional[tuple] = None
+  seeds: Optional[tuple] = None
+
 
 KEY_FILE = "run_key.json"
 METRICS_FILE = "metrics.json"

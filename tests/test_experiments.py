@@ -93,3 +93,24 @@ def test_run_key_ignores_where_the_data_came_from_but_not_what_is_computed():
   other = experiments.get("erm_fmnist").get_config(scale="quick", seed=0, data_dir=None)
   assert run_key(base, "fp") != run_key(other, "fp")
   assert run_key(base, "fp") != run_key(base, "other-data")
+
+
+def test_library_never_imports_experiments_or_flags():
+  """STYLE: latmix_tf/ is importable without experiments/ and never reads absl flags."""
+  import ast
+  offenders = []
+  for folder, _, files in os.walk(os.path.join(ROOT, "latmix_tf")):
+    for name in files:
+      if not name.endswith(".py"):
+        continue
+      path = os.path.join(folder, name)
+      with open(path) as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                   [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        offenders += [f"{os.path.relpath(path, ROOT)}: {m}" for m in modules
+                      if m.split(".")[0] == "experiments" or m.startswith("absl.flags")
+                      or (isinstance(node, ast.ImportFrom) and m == "absl"
+                          and any(a.name == "flags" for a in node.names))]
+  assert not offenders, offenders

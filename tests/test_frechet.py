@@ -94,3 +94,27 @@ def test_export_without_features_signature_is_rejected(tmp_path):
   export_dir = export_classifier(plain, str(tmp_path / "plain"), (28, 28, 1))
   with pytest.raises(ValueError, match="no 'features' signature"):
     frechet.feature_extractor(export_dir)
+
+
+def test_cached_distance_is_reused_until_generator_or_features_change(tmp_path):
+  classifier = build_classifier(ModelConfig(widths=(4, 8), dense_units=8), (28, 28, 1))
+  export_dir = export_classifier(classifier, str(tmp_path / "clf"), (28, 28, 1))
+  gm = build_generative_model(GeneratorConfig(latent_dim=8, base_filters=4), (28, 28, 1))
+  test = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28, 1)).astype(np.uint8)
+  record, lines = str(tmp_path / "frechet.json"), []
+  first = frechet.cached_generator_frechet_distance(gm, test, export_dir, record,
+                                                    num_samples=30, log=lines.append)
+  assert first["frechet_distance"] == pytest.approx(
+      frechet.generator_frechet_distance(gm, test, export_dir, num_samples=30), rel=1e-6)
+  again = frechet.cached_generator_frechet_distance(gm, test, export_dir, record,
+                                                    num_samples=30, log=lines.append)
+  assert again == first and len(lines) == 1  # reused: nothing recomputed or logged
+  other_seed = frechet.cached_generator_frechet_distance(gm, test, export_dir, record,
+                                                         num_samples=30, seed=1,
+                                                         log=lines.append)
+  assert len(lines) == 2 and other_seed["key"]["seed"] == 1
+  with open(record, "w") as f:
+    f.write("{truncated")
+  frechet.cached_generator_frechet_distance(gm, test, export_dir, record, num_samples=30,
+                                            seed=1, log=lines.append)
+  assert len(lines) == 3  # a damaged record is recomputed, not trusted

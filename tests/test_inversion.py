@@ -13,7 +13,8 @@ import tensorflow as tf
 from latmix_tf.config import GeneratorConfig, InversionConfig, ModelConfig
 from latmix_tf.generative import build_generative_model
 from latmix_tf.inversion import (Inverter, classifier_feature_fn, psnr_from_mse,
-                                 stochastic_clip, train_encoder)
+                                 stochastic_clip)
+from latmix_tf.inversion_encoder import train_encoder
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.models.encoder import build_encoder
 from tiny_generator import TinyGenerator

@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from latmix_tf.comparison.metrics import at_value, headline_metrics, label
+from latmix_tf.comparison.metrics import at_value, headline_metrics
+from latmix_tf.comparison.metrics import label as method_label
 
 # (x values, mean, CI half-width) of one method's curve; half-widths may be nan (n = 1).
 Curve = Tuple[Sequence[float], Sequence[float], Sequence[float]]
@@ -135,7 +136,7 @@ def _curves(rows: Sequence[Dict], prefix: str) -> Dict[str, Curve]:
     rs = sorted((r for r in rows if r["method"] == m and r["metric"].startswith(prefix)),
                 key=lambda r: at_value(r["metric"]))
     if rs:
-      out[label(m)] = ([at_value(r["metric"]) for r in rs], [r["mean"] for r in rs],
+      out[method_label(m)] = ([at_value(r["metric"]) for r in rs], [r["mean"] for r in rs],
                        [r["ci95_half_width"] for r in rs])
   return out
 
@@ -170,11 +171,12 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
   if all((m, "deepfool/rho_adv") in idx for m in methods):
     rs = [idx[(m, "deepfool/rho_adv")] for m in methods]
     figs.append(bars_with_ci(
-        [label(m) for m in methods], [r["mean"] for r in rs], [r["ci95_half_width"] for r in rs],
+        [method_label(m) for m in methods], [r["mean"] for r in rs],
+        [r["ci95_half_width"] for r in rs],
         [r["significant"] for r in rs], os.path.join(out_dir, "rho_adv.png"),
         "ρ_adv = mean ‖r‖₂ / ‖x‖₂ (DeepFool)",
         f"{title}\nDeepFool robustness (error bars: 95% CI over seeds;\n"
-        f"* p < 0.05 vs {label(reference)}, paired t-test)"))
+        f"* p < 0.05 vs {method_label(reference)}, paired t-test)"))
   pgd = [k for k in headline_metrics([r["metric"] for r in rows], robust_eps)
          if k.startswith("pgd/")]
   panels = []
@@ -186,10 +188,11 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
                               for m in methods):
       continue
     panels.append({"xlabel": xlabel,
-                   "x": {label(m): (scale * idx[(m, key)]["mean"],
-                                    scale * idx[(m, key)]["ci95_half_width"]) for m in methods},
-                   "y": {label(m): (100 * idx[(m, "test/accuracy")]["mean"],
-                                    100 * idx[(m, "test/accuracy")]["ci95_half_width"])
+                   "x": {method_label(m): (scale * idx[(m, key)]["mean"],
+                                           scale * idx[(m, key)]["ci95_half_width"])
+                         for m in methods},
+                   "y": {method_label(m): (100 * idx[(m, "test/accuracy")]["mean"],
+                                           100 * idx[(m, "test/accuracy")]["ci95_half_width"])
                          for m in methods}})
   if panels:
     figs.append(tradeoff_scatter(

@@ -35,7 +35,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
   confidence = probabilities.max(axis=1)
   correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
   bins = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
-  count = np.bincount(bins, minlength=num_bins)
   conf_sum = np.bincount(bins, weights=confidence, minlength=num_bins)
   acc_sum = np.bincount(bins, weights=correct, minlength=num_bins)
   return float(np.sum(np.abs(acc_sum - conf_sum)) / len(labels))

@@ -37,5 +37,5 @@ else retrains.
 
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
                                          generator_checkpoint_hash, save_image_grid)
-from latmix_tf.generative.train import (GeneratorTrainingError, HealthGuard, check_health,
-                                        train_generator, train_or_load_generator)
+from latmix_tf.generative.health import GeneratorTrainingError, HealthGuard, check_health
+from latmix_tf.generative.train import train_generator, train_or_load_generator

@@ -5,8 +5,8 @@ loop runs chunks of steps inside one compiled `tf.function` (over `tf.range`) an
 Python-side work between chunks: health checks, logging, sample grids, checkpoints.
 
 A GAN can fail silently (NaNs, a discriminator that wins outright, mode collapse) and every
-downstream number would then be computed on garbage; `check_health` stops the run with a
-`GeneratorTrainingError` saying what went wrong instead.
+downstream number would then be computed on garbage; `check_health` (generative/health.py)
+stops the run with a `GeneratorTrainingError` saying what went wrong instead.
 
 Distribution: `strategy` runs each step on every replica of a `tf.distribute` strategy
 (global batch `cfg.batch_size`); the models make the same update on 1 or N replicas (see
@@ -19,7 +19,6 @@ images and the seed; the checkpoints live in `<workdir>/checkpoints/`. Same key 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -36,69 +35,12 @@ from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.export import versions, write_json_atomic
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
                                          generator_checkpoint_hash, save_image_grid)
+from latmix_tf.generative.health import HealthGuard, check_health, pixel_diversity
 
 META_FILE = "generator.json"
 CKPT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
 GRID_SEED = 1234  # fixed noise of the per-epoch sample grids
-
-
-class GeneratorTrainingError(RuntimeError):
-  """Training diverged (non-finite losses) or the GAN collapsed; the message says which."""
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthGuard:
-  """Thresholds of `check_health`.
-
-  Attributes:
-    min_steps: collapse checks start after this many steps (a fresh G is near-constant).
-    min_diversity_ratio: collapse if the per-pixel std across fixed-noise samples falls
-      below this fraction of the same statistic on real images.
-    d_fake_floor: D "wins outright" if the epoch mean of D(G(z)) is below this.
-    check_every: steps per compiled chunk; losses are checked for NaN/inf after each.
-  """
-  min_steps: int = 300
-  min_diversity_ratio: float = 0.1
-  d_fake_floor: float = 1e-3
-  check_every: int = 100
-
-
-def check_health(kind: str, results: Dict[str, float], step: int, diversity: Optional[float],
-                 real_diversity: Optional[float], guard: HealthGuard = HealthGuard()) -> None:
-  """Raises `GeneratorTrainingError` if the tracked losses or samples show a failed run.
-
-  Args:
-    kind: "dcgan" or "vae".
-    results: tracker name -> value (epoch means so far).
-    step: steps taken so far.
-    diversity / real_diversity: mean per-pixel std across generated / real images; None
-      skips the collapse check.
-    guard: thresholds.
-  """
-  bad = {k: v for k, v in results.items() if not np.isfinite(v)}
-  if bad:
-    raise GeneratorTrainingError(
-        f"{kind} training diverged at step {step}: non-finite {bad}. Lower the learning rate "
-        f"or change the seed; the last good checkpoint is kept for inspection.")
-  if kind != "dcgan" or step < guard.min_steps:
-    return
-  if results.get("d_fake", 1.0) < guard.d_fake_floor:
-    raise GeneratorTrainingError(
-        f"dcgan failed at step {step}: the discriminator wins outright (mean D(G(z)) = "
-        f"{results['d_fake']:.2e} < {guard.d_fake_floor}); the generator gets no signal. "
-        f"Lower the discriminator's learning rate or restart with another seed.")
-  if diversity is not None and real_diversity and diversity < (
-      guard.min_diversity_ratio * real_diversity):
-    raise GeneratorTrainingError(
-        f"dcgan mode collapse at step {step}: sample diversity {diversity:.4f} < "
-        f"{guard.min_diversity_ratio} x real diversity {real_diversity:.4f}. Restart with "
-        f"another seed or a smaller learning rate.")
-
-
-def pixel_diversity(images) -> float:
-  """Mean over pixels of the std across images (0 for identical images)."""
-  return float(np.mean(np.std(np.asarray(images, np.float32), axis=0)))
 
 
 def image_dataset(x_uint8: np.ndarray, batch_size: int, seed: int, epoch: int,

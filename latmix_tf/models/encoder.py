@@ -1,7 +1,7 @@
 """The inversion encoder E: x -> z, a fast first guess of the latent code of an image.
 
 Latent optimisation (Lipton & Tripathi 2017) from random starts needs hundreds of steps per
-image; starting it from a learned guess E(x) needs a few. E is trained (`inversion.py`) on
+image; starting it from a learned guess E(x) needs a few. E is trained (`inversion_encoder.py`) on
 pairs (G(z), z) drawn from the prior and on the reconstruction error of real images, with
 the generator frozen. Its output lies in the prior's support: `tanh` for the uniform prior
 U[-1,1]^d, unbounded (linear) for N(0, I). No batch normalisation: E sees batches of
