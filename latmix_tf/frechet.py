@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf import export
+from latmix_tf.generative import generator_checkpoint_hash
 
 FeatureSource = Union[str, Callable[[tf.Tensor], tf.Tensor]]
 
@@ -147,11 +148,7 @@ def cached_generator_frechet_distance(gm, test_images: np.ndarray, feature_model
   Returns {"frechet_distance", "feature_model", "num_samples", "key"}.
   """
   n = min(num_samples, len(test_images))
-  weights = getattr(gm, "checkpoint_hash", None)
-  if not weights:  # an untrained / not-yet-hashed model: hash its weights now
-    from latmix_tf.generative import generator_checkpoint_hash  # pylint: disable=import-outside-toplevel
-    weights = generator_checkpoint_hash(gm)
-  key = {"generator": weights, "features": saved_model_fingerprint(feature_model),
+  key = {"generator": generator_checkpoint_hash(gm), "features": saved_model_fingerprint(feature_model),
          "num_samples": n, "seed": int(seed)}
   try:
     with open(record_path) as f:
