@@ -28,7 +28,6 @@ Writes benchmarks/results/deepfool_speed.json and prints the table and the three
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
-from latmix_tf import distribute
+from latmix_tf import distribute, export
 from latmix_tf.comparison import label, write_comparison_report
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
@@ -100,12 +99,9 @@ def member_workdir(root: str, member: str, scale: str, seed: int) -> str:
   return os.path.join(root, member, scale, f"seed_{seed}")
 
 
-def _read_json(path: str) -> Dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
+def _record(path: str) -> Dict:
+  record = export.read_json(path, {})
+  return record if isinstance(record, dict) else {}
 
 
 def generative_seconds(workdir: str) -> float:
@@ -116,13 +112,13 @@ def generative_seconds(workdir: str) -> float:
   generator counts (older `encoder-*` folders of replaced generators stay on disk); the
   bank's time covers its last build.
   """
-  generator = _read_json(os.path.join(workdir, "generator", "generator.json"))
+  generator = _record(os.path.join(workdir, "generator", "generator.json"))
   total = float(generator.get("train_seconds", 0.0) or 0.0)
   for path in glob.glob(os.path.join(workdir, "inversion", "encoder-*", "encoder.json")):
-    record = _read_json(path)
+    record = _record(path)
     if record.get("key", {}).get("generator") == generator.get("checkpoint_hash"):
       total += float(sum(h.get("seconds", 0.0) for h in record.get("history", [])))
-  bank = _read_json(os.path.join(workdir, "bank", "bank.json"))
+  bank = _record(os.path.join(workdir, "bank", "bank.json"))
   if bank.get("key", {}).get("generator") == generator.get("checkpoint_hash"):
     total += float(bank.get("build_seconds_this_run", 0.0) or 0.0)
   return total

@@ -54,6 +54,20 @@ def write_json_atomic(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+def read_json(path: str, default: Any = None) -> Any:
+  """The JSON record at `path`, or `default` when it is missing, unreadable or truncated.
+
+  Why one helper: every cache record here (run keys, metrics, stage records, Fréchet and
+  generator records) is advisory - an unreadable one must mean "recompute", never a crash
+  and never a silently reused half-written file (writers go through write_json_atomic).
+  """
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return default
+
+
 def export_classifier(model: keras.Model, export_dir: str, image_shape: Tuple[int, int, int],
                       metadata: Optional[Dict[str, Any]] = None) -> str:
   """Exports `model` as a SavedModel with the standard classifier signature.

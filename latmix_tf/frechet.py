@@ -17,7 +17,6 @@ A S_t A. Everything is in float64, which is stable for singular covariances too.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -150,13 +149,12 @@ def cached_generator_frechet_distance(gm, test_images: np.ndarray, feature_model
   n = min(num_samples, len(test_images))
   key = {"generator": generator_checkpoint_hash(gm), "features": saved_model_fingerprint(feature_model),
          "num_samples": n, "seed": int(seed)}
+  record = export.read_json(record_path)
   try:
-    with open(record_path) as f:
-      record = json.load(f)
     if record.get("key") == key and np.isfinite(record.get("frechet_distance", np.nan)):
       return record
-  except (OSError, ValueError, TypeError, AttributeError):
-    pass
+  except (TypeError, AttributeError):
+    pass  # not a record of ours: recomputed and overwritten below
   fd = generator_frechet_distance(gm, test_images, feature_model, num_samples=n, seed=seed)
   record = {"frechet_distance": float(fd), "feature_model": os.path.abspath(feature_model),
             "num_samples": n, "key": key}

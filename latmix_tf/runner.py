@@ -19,7 +19,6 @@ the same whatever strategy trained it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -66,19 +65,11 @@ def run_key(cfg: ExperimentConfig, fingerprint: str) -> Dict[str, str]:
           "data_fingerprint": fingerprint}
 
 
-def _read_json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def prepare_workdir(workdir: str, key: Dict[str, str], log: Callable[[str], None],
                     fresh: bool = False) -> None:
   """Claims `workdir` for `key`; moves aside a workdir of another config (or any, if `fresh`)."""
   path = os.path.join(workdir, KEY_FILE)
-  old = _read_json(path)
+  old = export.read_json(path)
   if os.path.isdir(workdir) and os.listdir(workdir) and (fresh or old != key):
     stale = f"{workdir.rstrip('/')}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
     why = "rebuild requested" if fresh else f"it holds a run of another config/data ({old})"
@@ -98,7 +89,7 @@ def predict_probabilities(serving_fn, x_uint8: np.ndarray, batch_size: int = 500
 
 def cached_result(workdir: str, export_dir: str, key: Dict[str, str]) -> Optional[Dict]:
   """The metrics of a finished run with this key, if its SavedModel is still there."""
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  metrics = export.read_json(os.path.join(workdir, METRICS_FILE))
   if (metrics and metrics.get("run_key") == key and
       os.path.isfile(os.path.join(export_dir, "saved_model.pb"))):
     return metrics

@@ -33,3 +33,16 @@ def test_savedmodel_round_trip(tmp_path, cfg, shape):
 def test_load_missing_savedmodel_is_clear(tmp_path):
   with pytest.raises(FileNotFoundError, match="No SavedModel"):
     export.load_classifier(str(tmp_path))
+
+
+def test_read_json_treats_missing_or_truncated_records_as_absent(tmp_path):
+  path = str(tmp_path / "record.json")
+  assert export.read_json(path, {}) == {}
+  export.write_json_atomic(path, {"a": 1, "b": [1.5, 2]})
+  assert export.read_json(path) == {"a": 1, "b": [1.5, 2]}
+  with open(path) as f:
+    text = f.read()
+  with open(path, "w") as f:
+    f.write(text[:len(text) // 2])  # a write killed halfway
+  assert export.read_json(path) is None
+  assert export.read_json(path, {"default": True}) == {"default": True}

@@ -19,7 +19,6 @@ images and the seed; the checkpoints live in `<workdir>/checkpoints/`. Same key 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -32,7 +31,7 @@ import tensorflow as tf
 from latmix_tf import checkpointing, distribute
 from latmix_tf.config import GeneratorConfig, config_hash, to_dict
 from latmix_tf.data.sources import array_fingerprint
-from latmix_tf.export import versions, write_json_atomic
+from latmix_tf.export import read_json, versions, write_json_atomic
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
                                          generator_checkpoint_hash, save_image_grid)
 from latmix_tf.generative.health import HealthGuard, check_health, pixel_diversity
@@ -153,14 +152,9 @@ def _training_images(data) -> np.ndarray:
 
 
 def _load_meta(workdir: str) -> Optional[Dict]:
-  path = os.path.join(workdir, META_FILE)
-  if not os.path.isfile(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None  # unreadable record: treated as absent, so the model is retrained
+  # An unreadable record is treated as absent, so the model is retrained.
+  meta = read_json(os.path.join(workdir, META_FILE))
+  return meta if isinstance(meta, dict) else None
 
 
 def _wipe(workdir: str) -> None:
