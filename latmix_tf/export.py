@@ -23,6 +23,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from latmix_tf import jsonio
+
+# The JSON record helpers live in the TensorFlow-free jsonio; callers on the TF side use these.
+read_json, write_json_atomic = jsonio.read_json, jsonio.write_json_atomic
+
 SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"
 METADATA_FILE = "metadata.json"
@@ -31,41 +36,6 @@ METADATA_FILE = "metadata.json"
 def versions() -> Dict[str, str]:
   return {"tensorflow": tf.__version__, "keras": keras.__version__,
           "numpy": np.__version__, "python": platform.python_version()}
-
-
-def _strict(obj: Any) -> Any:
-  """NaN/inf -> None, so the file is strict JSON that any parser reads."""
-  if isinstance(obj, float) and not np.isfinite(obj):
-    return None
-  if isinstance(obj, dict):
-    return {k: _strict(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_strict(v) for v in obj]
-  return obj
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes strict JSON via a temp file + rename, so readers never see a truncated file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(_strict(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def read_json(path: str, default: Any = None) -> Any:
-  """The JSON record at `path`, or `default` when it is missing, unreadable or truncated.
-
-  Why one helper: every cache record here (run keys, metrics, stage records, Fréchet and
-  generator records) is advisory - an unreadable one must mean "recompute", never a crash
-  and never a silently reused half-written file (writers go through write_json_atomic).
-  """
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return default
 
 
 def export_classifier(model: keras.Model, export_dir: str, image_shape: Tuple[int, int, int],

@@ -9,7 +9,6 @@ figures. The JSON is written without TensorFlow so reports can be rebuilt on any
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -19,25 +18,11 @@ from latmix_tf.comparison.figures import comparison_figures
 from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_label,
                                           report_metrics)
 from latmix_tf.comparison.summary import conclusions, index, summarize
+from latmix_tf.jsonio import strict, write_json_atomic
 
 CSV_FIELDS = ("method", "metric", "n", "mean", "std", "ci95_half_width", "ci95_low",
               "ci95_high", "diff_vs_ref", "p_vs_ref", "n_pairs", "significant", "seeds", "values")
 GRID_FILE = "latent_mixed_grid.png"
-
-
-def _json_value(v: Any) -> Any:
-  if isinstance(v, float) and not math.isfinite(v):
-    return None  # strict JSON has no NaN
-  if isinstance(v, list):
-    return [_json_value(x) for x in v]
-  return v
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
-  os.replace(tmp, path)
 
 
 def _cell(r: Optional[Dict]) -> str:
@@ -133,10 +118,10 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
       writer.writerow({**r, "seeds": ";".join(map(str, r["seeds"])),
                        "values": ";".join(repr(v) for v in r["values"])})
   json_path = os.path.join(out_dir, "results.json")
-  _write_json_atomic(json_path, {
+  write_json_atomic(json_path, {
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
-      "summary": [{k: _json_value(v) for k, v in r.items()} for r in rows],
-      "per_seed": {m: {str(s): {k: _json_value(v) for k, v in met.items()
+      "summary": [{k: strict(v) for k, v in r.items()} for r in rows],
+      "per_seed": {m: {str(s): {k: strict(v) for k, v in met.items()
                                 if isinstance(v, (int, float))}
                        for s, met in per.items()} for m, per in runs.items()}})
   md_path = os.path.join(out_dir, "report.md")
