@@ -1,4 +1,4 @@
-"""Small-sample statistics for multi-seed comparisons: Student t CIs and paired t-tests.
+"""Small-sample statistics for multi-seed comparisons: Student t CIs, paired t-tests, Holm.
 
 A comparison over 3 seeds is only worth publishing with honest error bars, and those need
 the Student t distribution at n-1 degrees of freedom (a normal 1.96 would understate the
@@ -10,7 +10,7 @@ the regularized incomplete beta function (Lentz's continued fraction, Numerical 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import List, NamedTuple, Sequence
 
 import numpy as np
 
@@ -151,3 +151,20 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
   dof = n - 1
   p = regularized_beta(dof / (dof + t * t), dof / 2.0, 0.5)  # = 2 P(T > |t|), no cancellation
   return PairedTest(mean, t, min(max(p, 0.0), 1.0), n)
+
+
+def holm_adjust(pvalues: Sequence[float]) -> List[float]:
+  """Holm-Bonferroni adjusted p-values (family-wise error control, Holm 1979).
+
+  The comparison tests every method against ERM on several metrics; at alpha = 0.05 one
+  in twenty true nulls would read "significant" by chance, so the conclusion speaks from
+  these adjusted values. Sorted ascending, p_(i) becomes max_{j<=i} min(1, (m - j + 1) p_(j));
+  nan entries (no test possible) stay nan and do not count in m.
+  """
+  p = [float(v) for v in pvalues]
+  finite = sorted((v, i) for i, v in enumerate(p) if math.isfinite(v))
+  out, running, m = [float("nan")] * len(p), 0.0, len(finite)
+  for rank, (v, i) in enumerate(finite):
+    running = max(running, min(1.0, (m - rank) * v))
+    out[i] = running
+  return out

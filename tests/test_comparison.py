@@ -89,6 +89,15 @@ def _synthetic_runs():
   return {"erm": erm, "mixup": mix, "latent_mixup": lm, "pgd_at": single}
 
 
+def test_holm_adjust_hand_example():
+  # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): x4 = 0.02, x3 = 0.03, x2 = 0.06, x1 = 0.04 -> 0.06
+  # (monotone); nan is not a test and does not count in m.
+  adj = stats.holm_adjust([0.01, 0.04, float("nan"), 0.03, 0.005])
+  assert [adj[i] for i in (0, 1, 3, 4)] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+  assert math.isnan(adj[2])
+  assert stats.holm_adjust([0.6, 0.9]) == [1.0, 1.0] and stats.holm_adjust([]) == []
+
+
 def test_summary_rows_and_significance():
   rows = comparison.summarize(_synthetic_runs())
   by = {(r["method"], r["metric"]): r for r in rows}
@@ -109,6 +118,28 @@ def test_summary_rows_and_significance():
   assert erm_acc["ci95_half_width"] == pytest.approx(expect.half_width)
 
 
+def test_holm_correction_decides_the_wording():
+  # Each method beats ERM by +1.0/+2.0/+1.5 pp: t = 5.196, df 2, p = 0.0351 per test. Alone
+  # that is significant; three such tests Holm-adjust to 3 x 0.0351 = 0.105 each.
+  base, diff = (0.90, 0.91, 0.92), (0.010, 0.020, 0.015)
+
+  def runs(n_methods):
+    out = {"erm": {s: {"test/accuracy": base[s]} for s in range(3)}}
+    for i in range(n_methods):
+      out[f"m{i}"] = {s: {"test/accuracy": base[s] + diff[s]} for s in range(3)}
+    return out
+  one = {r["method"]: r for r in comparison.summarize(runs(1))}["m0"]
+  assert one["p_vs_ref"] == pytest.approx(0.0351, abs=2e-4) and one["p_holm"] == one["p_vs_ref"]
+  assert one["significant"]
+  rows = comparison.summarize(runs(3))
+  tested = [r for r in rows if r["method"] != "erm"]
+  assert all(r["p_holm"] == pytest.approx(3 * 0.0351, abs=6e-4) for r in tested)
+  assert not any(r["significant"] for r in tested)
+  text = " ".join(comparison.conclusions(rows))
+  assert text.count("higher clean accuracy only before correction") == 3
+  assert "significantly" not in text and "over the 3 tests above" in text
+
+
 def test_report_files_and_wording(tmp_path):
   grid = tmp_path / "grid.png"
   grid.write_bytes(b"\x89PNG fake")
@@ -125,6 +156,8 @@ def test_report_files_and_wording(tmp_path):
   assert [(r["method"], r["metric"]) for r in rows] == [
       (m, k) for m in ("erm", "mixup", "latent_mixup", "pgd_at") for k in keys]
   sig = {(r["method"], r["metric"]) for r in rows if r["significant"] == "True"}
+  assert float(next(r for r in rows if r["method"] == "latent_mixup"
+                    and r["metric"] == "deepfool/rho_adv")["p_holm"]) < 0.01
   assert ("latent_mixup", "deepfool/rho_adv") in sig
   assert not any(m in ("erm", "mixup", "pgd_at") for m, _ in sig)
   lm_rho = next(r for r in rows if r["method"] == "latent_mixup"
@@ -135,7 +168,7 @@ def test_report_files_and_wording(tmp_path):
   md = open(out["markdown"]).read()
   concl = md.split("## Conclusion")[1].split("##")[0]
   assert "Latent-Mixup (GAN) vs ERM (paired t-test over n=3 seeds" in concl
-  assert "significantly higher ρ_adv" in concl and "better" in concl
+  assert "significantly higher ρ_adv (+0.0500, Holm-adjusted p<0.001; better)" in concl
   assert "no significant difference in clean accuracy" in concl.split("mixup vs ERM")[1]
   assert "PGD-AT vs ERM: 1 paired seed, so no difference is tested" in concl
   assert "little power" in concl

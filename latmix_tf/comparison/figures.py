@@ -176,7 +176,7 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
         [r["significant"] for r in rs], os.path.join(out_dir, "rho_adv.png"),
         "ρ_adv = mean ‖r‖₂ / ‖x‖₂ (DeepFool)",
         f"{title}\nDeepFool robustness (error bars: 95% CI over seeds;\n"
-        f"* p < 0.05 vs {method_label(reference)}, paired t-test)"))
+        f"* differs from {method_label(reference)}: paired t-test, Holm-adjusted p < 0.05)"))
   pgd = [k for k in headline_metrics([r["metric"] for r in rows], robust_eps)
          if k.startswith("pgd/")]
   panels = []
