@@ -282,3 +282,13 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count(": cached (") == 4, proc.stdout[-3000:]
   assert f"report: {os.path.join(wd, 'report.md')}" in proc.stdout
+
+
+def test_scatter_names_one_point_of_a_cluster():
+  from matplotlib.figure import Figure
+  from latmix_tf.comparison import figures
+  ax = Figure().add_subplot(1, 1, 1)
+  ax.plot([0.05, 0.051, 0.25], [90.4, 90.5, 78.7], "o")
+  figures._label_points(ax, [("ERM", 0.05, 90.4), ("Latent-Mixup (VAE)", 0.051, 90.5),
+                             ("PGD-AT", 0.25, 78.7), ("no test", float("nan"), 80.0)])
+  assert [t.get_text() for t in ax.texts] == ["ERM", "PGD-AT"]

@@ -100,6 +100,25 @@ def bars_with_ci(labels: Sequence[str], means: Sequence[float], halves: Sequence
   return _save(fig, path)
 
 
+def _label_points(ax, points, min_gap=(0.14, 0.06)) -> None:
+  """Names each point beside it unless that would overprint an earlier name.
+
+  Methods with near-equal results (ERM and both Latent-Mixup variants, typically) sit on top
+  of each other; their names would print as one smudge, so only the first of a cluster is
+  named there and the legend identifies the rest by colour. Gaps are in axes fractions.
+  """
+  (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+  placed = []
+  for label, x, y in points:
+    if not (np.isfinite(x) and np.isfinite(y)):
+      continue
+    fx, fy = (x - x0) / ((x1 - x0) or 1.0), (y - y0) / ((y1 - y0) or 1.0)
+    if any(abs(fx - px) < min_gap[0] and abs(fy - py) < min_gap[1] for px, py in placed):
+      continue
+    placed.append((fx, fy))
+    ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+
+
 def tradeoff_scatter(points: List[Dict], path: str, title: str) -> str:
   """Clean accuracy (y) against each robustness measure (x), one panel per measure.
 
@@ -114,13 +133,12 @@ def tradeoff_scatter(points: List[Dict], path: str, title: str) -> str:
   colors = _colors(labels)
   for k, panel in enumerate(points):
     ax = fig.add_subplot(1, len(points), k + 1)
-    for label in labels:
-      if label not in panel["x"]:
-        continue
+    shown = [label for label in labels if label in panel["x"]]
+    for label in shown:
       (xm, xh), (ym, yh) = panel["x"][label], panel["y"][label]
       ax.errorbar([xm], [ym], xerr=[_zero_nan([xh])[0]], yerr=[_zero_nan([yh])[0]], fmt="o",
                   color=colors[label], capsize=3, label=label)
-      ax.annotate(label, (xm, ym), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    _label_points(ax, [(label, panel["x"][label][0], panel["y"][label][0]) for label in shown])
     ax.set_xlabel(panel["xlabel"])
     ax.set_ylabel(panel.get("ylabel", "clean test accuracy (%)"))
     ax.grid(alpha=0.3)
