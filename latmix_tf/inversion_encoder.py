@@ -120,11 +120,15 @@ def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, workdir: str, 
           f"encoder training diverged at epoch {epoch} (latent {lat_mean}, recon "
           f"{rec_mean}); lower encoder_learning_rate or check the generator.")
     epoch_var.assign(epoch + 1)
-    manager.save()
+    # Record first, checkpoint second: a kill between the two re-runs this epoch from the
+    # previous checkpoint (its entry is dropped on resume, epoch > epoch_var) instead of
+    # keeping the weights and losing the epoch's entry.
     history.append({"epoch": epoch + 1, "latent_mse": lat_mean, "recon_mse": rec_mean,
                     "seconds": time.time() - t0})
+    os.makedirs(os.path.dirname(record_path), exist_ok=True)
     write_json_atomic(record_path, {"key": full_key, "epochs_done": epoch + 1,
                                     "history": history})
+    manager.save()
     log(f"encoder epoch {epoch + 1}/{cfg.encoder_epochs}: latent MSE {lat_mean:.4f}, "
         f"recon MSE {rec_mean:.4f} (PSNR {float(psnr_from_mse(rec_mean)):.2f} dB), "
         f"{time.time() - t0:.1f} s")

@@ -73,7 +73,7 @@ def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed
     seed: orders the batches (with the epoch) and keys the noise.
     log: progress lines (one per epoch).
     guard: health-check thresholds.
-    on_epoch_end: called with each epoch's history entry, after its checkpoint is saved.
+    on_epoch_end: called with each epoch's history entry, just before its checkpoint is saved.
     strategy: `tf.distribute` strategy `gm` was built under (global batch `cfg.batch_size`,
       split over replicas; see models/dcgan.py). With several workers only the chief
       restores (the others receive its values) and writes checkpoints and sample grids.
@@ -128,16 +128,19 @@ def train_generator(gm: GenerativeModel, x_train: np.ndarray, workdir: str, seed
     diversity = pixel_diversity(samples)
     check_health(gm.kind, results, int(trainer.step.numpy()), diversity, real_diversity, guard)
     epoch_var.assign(epoch + 1)
+    seconds = time.time() - start
+    history.append({"epoch": epoch + 1, **results, "diversity": diversity, "seconds": seconds})
+    # Record first, checkpoint second: a kill between the two re-runs this epoch from the
+    # previous checkpoint and replaces its entry, instead of keeping the weights and
+    # losing the epoch's entry (found by the SIGKILL drill).
+    if on_epoch_end is not None and chief:
+      on_epoch_end(history[-1])
     if chief:
       save_image_grid(samples, os.path.join(workdir, SAMPLES_DIR, f"epoch_{epoch + 1:03d}.png"))
       manager.save(checkpoint_number=epoch + 1)
     else:  # TF multi-worker guide: every worker saves; a worker's copy is temporary
       ckpt.write(os.path.join(ckpt_dir, f"ckpt-{epoch + 1}"))
       shutil.rmtree(ckpt_dir, ignore_errors=True)
-    seconds = time.time() - start
-    history.append({"epoch": epoch + 1, **results, "diversity": diversity, "seconds": seconds})
-    if on_epoch_end is not None and chief:
-      on_epoch_end(history[-1])
     log(f"generator {gm.kind} epoch {epoch + 1}/{cfg.epochs}: {_format(results)} "
         f"diversity={diversity:.3f} ({seconds:.1f} s, {steps} steps)")
   return history
