@@ -102,6 +102,7 @@ def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, workdir: str, 
     return sums / float(steps)
 
   record_path = os.path.join(folder, "encoder.json")
+  os.makedirs(folder, exist_ok=True)  # each epoch's record is written before its checkpoint
   history = []
   if int(epoch_var) > 0 and os.path.isfile(record_path):
     try:
@@ -125,7 +126,6 @@ def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, workdir: str, 
     # keeping the weights and losing the epoch's entry.
     history.append({"epoch": epoch + 1, "latent_mse": lat_mean, "recon_mse": rec_mean,
                     "seconds": time.time() - t0})
-    os.makedirs(os.path.dirname(record_path), exist_ok=True)
     write_json_atomic(record_path, {"key": full_key, "epochs_done": epoch + 1,
                                     "history": history})
     manager.save()

@@ -18,11 +18,11 @@ from latmix_tf.comparison.figures import comparison_figures
 from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_label,
                                           report_metrics)
 from latmix_tf.comparison.summary import conclusions, index, summarize
-from latmix_tf.jsonio import strict, write_json_atomic
+from latmix_tf.jsonio import write_json_atomic
 
 CSV_FIELDS = ("method", "metric", "n", "mean", "std", "ci95_half_width", "ci95_low",
-              "ci95_high", "diff_vs_ref", "p_vs_ref", "n_pairs", "in_family", "p_holm", "significant", "seeds",
-              "values")
+              "ci95_high", "diff_vs_ref", "p_vs_ref", "n_pairs", "in_family", "p_holm",
+              "significant", "seeds", "values")
 GRID_FILE = "latent_mixed_grid.png"
 
 
@@ -125,9 +125,8 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   json_path = os.path.join(out_dir, "results.json")
   write_json_atomic(json_path, {
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
-      "summary": [{k: strict(v) for k, v in r.items()} for r in rows],
-      "per_seed": {m: {str(s): {k: strict(v) for k, v in met.items()
-                                if isinstance(v, (int, float))}
+      "summary": rows,  # write_json_atomic turns nan into null
+      "per_seed": {m: {str(s): {k: v for k, v in met.items() if isinstance(v, (int, float))}
                        for s, met in per.items()} for m, per in runs.items()}})
   md_path = os.path.join(out_dir, "report.md")
   with open(md_path, "w") as f:
