@@ -9,7 +9,8 @@ training split, with the same compiled optimiser (`latmix_tf.inversion.Inverter`
 same learning rate and batch size; only the start and the number of steps differ:
 
   (a) random starts, `--random_steps` (200) Adam steps;
-  (b) E(x) (VAE: the posterior mean), then K = `--steps` Adam steps.
+  (b) E(x) (the generator's own encoder where it has one: VAE posterior mean, recall-trained
+      DCGAN), then K = `--steps` Adam steps.
 
 Each is warmed up (tracing) on one batch, then timed `--repeats` times; the fastest run is
 reported (the machine is shared), as wall time and as process CPU time (the speed-up
@@ -111,7 +112,7 @@ def main():
                         feature_weight=args.feature_weight, batch_size=args.batch_size,
                         encoder_epochs=args.encoder_epochs)
   encoder, encoder_seconds = None, 0.0
-  if not callable(getattr(gen, "vae_encode_mean", None)):
+  if not callable(getattr(gen, "encode", None)):
     key = {"generator": gen.checkpoint_hash}
     encoder = train_encoder(gen, splits.x_train, cfg, args.workdir, key, seed=args.seed)
     record = os.path.join(encoder_dir(args.workdir, key, cfg, splits.x_train, args.seed),

@@ -150,6 +150,8 @@ class GeneratorConfig:
     epochs, batch_size, learning_rate, beta_1: optimisation (Adam, DCGAN defaults 2e-4 / 0.5).
     steps_per_epoch: cap (smoke scale); None runs full epochs over the training split.
     kl_weight: VAE only, beta of the beta-ELBO (< 1: sharper reconstructions).
+    recon_weight: DCGAN only; > 0 trains an encoder E with G and adds
+      recon_weight * ||G(E(x)) - x||^2 on real images to G's loss (0 = plain DCGAN).
   """
   kind: str = "dcgan"
   latent_dim: int = 64
@@ -161,6 +163,7 @@ class GeneratorConfig:
   beta_1: float = 0.5
   steps_per_epoch: Optional[int] = None
   kl_weight: float = 1.0
+  recon_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,11 +19,13 @@ that G decodes back into (nearly) that image. Two tools, combined:
 The whole optimisation of a batch (initialisation, K Adam steps, best-so-far bookkeeping)
 is ONE `tf.function` with a fixed input shape, traced once: the last batch is padded.
 Adam is written out on the z tensor (no tf.Variable), so the loop is a plain while loop.
-For a VAE the encoder mean is the inversion; K > 0 refines it with the same optimiser.
+A generator trained with its own encoder (VAE, or DCGAN with the recall term) starts from
+that encoder's codes; K > 0 refines them with the same optimiser.
 
 Generator interface used here (provided by `latmix_tf.generative`): `gen.decode(z)` ->
 images in [0, 1], `gen.latent_dim`, `gen.prior` ("uniform" | "normal"), optional
-`gen.feature_fn(x) -> [feature tensors]` and, for a VAE, `gen.vae_encode_mean(x)`.
+`gen.feature_fn(x) -> [feature tensors]` and `gen.encode(x)` where the generator came with
+an encoder (VAE posterior mean; DCGAN trained with the recall term).
 """
 
 from __future__ import annotations
@@ -124,8 +126,8 @@ def _as_float_images(x: np.ndarray) -> np.ndarray:
 class Inverter:
   """Inverts batches of images with one compiled latent optimisation.
 
-  The starting point is E(x) (`encoder`), the VAE posterior mean (when `gen` has
-  `vae_encode_mean`), or prior samples when `cfg.random_starts`. Per sample the best z
+  The starting point is E(x) (`encoder`), the generator's own encoder `gen.encode` (VAE
+  posterior mean, recall-trained DCGAN) when it has one, or prior samples when `cfg.random_starts`. Per sample the best z
   seen (lowest pixel MSE, including the start and the final iterate) is returned.
   """
 
@@ -144,13 +146,14 @@ class Inverter:
     self.batch_size = int(batch_size or cfg.batch_size)
     if cfg.random_starts:
       self.init = "random"
-    elif callable(getattr(gen, "vae_encode_mean", None)):
-      self.init = "vae_mean"
+    elif callable(getattr(gen, "encode", None)):
+      self.init = "model_encoder"
     elif encoder is not None:
       self.init = "encoder"
     else:
       raise ValueError("No starting point for the inversion: pass the encoder from "
-                       "train_encoder(...), use a VAE, or set cfg.random_starts=True.")
+                       "train_encoder(...), use a generator with its own encoder (a VAE, or a "
+                       "DCGAN with recon_weight > 0), or set cfg.random_starts=True.")
     self.feature_fn = resolve_feature_fn(gen, cfg, feature_fn)
     spec = [tf.TensorSpec([self.batch_size, *image_shape], tf.float32, name="images"),
             tf.TensorSpec([2], tf.int64, name="seed")]
@@ -165,8 +168,8 @@ class Inverter:
     if self.init == "random":
       return sample_prior(self.gen.prior, self.batch_size, self.latent_dim,
                           tf.random.experimental.stateless_fold_in(seed, _INIT_SALT))
-    if self.init == "vae_mean":
-      return tf.convert_to_tensor(self.gen.vae_encode_mean(x), tf.float32)
+    if self.init == "model_encoder":
+      return tf.convert_to_tensor(self.gen.encode(x), tf.float32)
     return tf.convert_to_tensor(self.encoder(x, training=False), tf.float32)
 
   def _losses(self, z, x, targets):

@@ -244,7 +244,7 @@ def invert_training_set(gen, x_train: np.ndarray, y_train: np.ndarray,
     except (BankError, FileNotFoundError) as e:
       log(f"latent bank: cached bank not usable ({e})")
   encoder = None
-  if not cfg.random_starts and not callable(getattr(gen, "vae_encode_mean", None)):
+  if not cfg.random_starts and not callable(getattr(gen, "encode", None)):
     encoder = train_encoder(gen, x_train, cfg, workdir, key, seed=seed, log=log)
   return build_or_load_bank(gen, encoder, x_train, y_train, cfg, bank_dir, key,
                             rebuild=rebuild, log=log, seed=seed, feature_fn=feature_fn)

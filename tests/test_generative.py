@@ -57,10 +57,10 @@ def test_handle_interface(kind):
   assert float(tf.reduce_max(x)) <= 1 and float(tf.reduce_sum(tf.abs(g))) > 0
   assert gm.decode_numpy(z.numpy(), batch_size=2).shape == (5, 28, 28, 1)
   if kind == "vae":
-    assert gm.vae_encode_mean(x).shape == (5, 8)
+    assert gm.encode(x).shape == (5, 8)
     assert set(gm.models) == {"encoder", "decoder"}
   else:
-    assert gm.vae_encode_mean is None
+    assert gm.encode is None
     assert set(gm.models) == {"generator", "discriminator"}
 
 

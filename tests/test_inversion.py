@@ -158,9 +158,9 @@ def test_vae_mean_is_the_inversion_and_refinement_helps():
   gen = TinyGenerator(vae=True, prior="normal")
   _, x = _targets(gen, 32)
   inv0 = Inverter(gen, InversionConfig(steps=0, batch_size=32), x.shape[1:])
-  assert inv0.init == "vae_mean"
+  assert inv0.init == "model_encoder"
   z0, mse0, _ = inv0.invert(x)
-  np.testing.assert_allclose(z0, gen.vae_encode_mean(tf.constant(x)).numpy(), atol=1e-6)
+  np.testing.assert_allclose(z0, gen.encode(tf.constant(x)).numpy(), atol=1e-6)
   inv = Inverter(gen, InversionConfig(steps=50, batch_size=32, learning_rate=0.05,
                                       normal_clip=3.0), x.shape[1:])
   z, mse, _ = inv.invert(x)

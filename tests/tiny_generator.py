@@ -13,7 +13,7 @@ from keras import layers
 
 
 class TinyGenerator:
-  """`decode`, `latent_dim`, `prior`, `image_shape`, `feature_fn` and `vae_encode_mean`."""
+  """`decode`, `latent_dim`, `prior`, `image_shape`, `feature_fn` and `encode`."""
 
   def __init__(self, latent_dim=8, prior="uniform", seed=0, vae=False):
     keras.utils.set_random_seed(seed)
@@ -29,11 +29,11 @@ class TinyGenerator:
         layers.Conv2DTranspose(1, 4, 2, padding="same", kernel_initializer=init(stddev=0.6))])
     self.disc = keras.Sequential([keras.Input((28, 28, 1)),
                                   layers.Conv2D(4, 3, 2, padding="same", activation="tanh")])
-    self.vae_encode_mean = None
+    self.encode = None
     if vae:  # a fixed linear "posterior mean" (any deterministic map will do for the tests)
       self.enc = keras.Sequential([keras.Input((28, 28, 1)), layers.Flatten(),
                                    layers.Dense(latent_dim)])
-      self.vae_encode_mean = lambda x: self.enc(x, training=False)
+      self.encode = lambda x: self.enc(x, training=False)
 
   def decode(self, z):
     return tf.sigmoid(self.net(z, training=False))

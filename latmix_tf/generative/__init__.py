@@ -19,9 +19,11 @@ for an untrained one). The interface, whatever `kind`:
   gm.feature_fn(x)        images -> list of activation tensors of a fixed network, for the
                           inversion's feature loss: the discriminator's conv stages (GAN), the
                           encoder's conv stages (VAE); training=False
-  gm.vae_encode_mean      VAE: callable images -> posterior mean [N, d] (the VAE inversion);
-                          GAN: None
-  gm.models               {"generator", "discriminator"} or {"encoder", "decoder"}: the Keras
+  gm.encode               callable images -> codes [N, d] from an encoder trained with the
+                          generator, the inversion's start: the VAE's posterior mean, the
+                          DCGAN's recall-term encoder (recon_weight > 0); plain DCGAN: None
+  gm.models               {"generator", "discriminator"[, "encoder"]} or {"encoder",
+                          "decoder"}: the Keras
                           models (for checkpointing / hashing); gm.generator is the decoding one
   gm.trainer              the `DCGAN` / `VAE` keras.Model that owns optimizers and trackers
   gm.config               the `GeneratorConfig`

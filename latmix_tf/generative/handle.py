@@ -40,12 +40,15 @@ class GenerativeModel:
       self.generator = trainer.generator
       self.models = {"generator": trainer.generator, "discriminator": trainer.discriminator}
       self._features = lambda x: trainer.discriminator.features(x, training=False)
-      self.vae_encode_mean: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+      self.encode: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+      if trainer.encoder is not None:  # trained with G by the recall term (recon_weight)
+        self.models["encoder"] = trainer.encoder
+        self.encode = lambda x: trainer.encoder(x, training=False)
     else:
       self.generator = trainer.decoder
       self.models = {"encoder": trainer.encoder, "decoder": trainer.decoder}
       self._features = trainer.encoder.features
-      self.vae_encode_mean = lambda x: trainer.encoder(x, training=False)
+      self.encode = lambda x: trainer.encoder(x, training=False)
 
   def decode(self, z: tf.Tensor) -> tf.Tensor:
     """Latent codes [N, d] -> images [N, H, W, C] in [0, 1] (inference mode)."""
@@ -92,7 +95,7 @@ def build_generative_model(cfg: GeneratorConfig, image_shape, seed: int = 0,
   """
   if cfg.kind == "dcgan":
     trainer = dcgan.DCGAN(cfg.latent_dim, image_shape, cfg.prior, cfg.base_filters, seed=seed,
-                          sync_batch_norm=sync_batch_norm)
+                          sync_batch_norm=sync_batch_norm, recon_weight=cfg.recon_weight)
     trainer.compile(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1)
   elif cfg.kind == "vae":
     dcgan.check_prior(cfg.prior)

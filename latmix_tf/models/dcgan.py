@@ -29,35 +29,8 @@ import tensorflow as tf
 from keras import layers
 
 from latmix_tf.distribute import replica_dropout, replica_rows, replicas_in_sync
-
-PRIORS = ("uniform", "normal")
-
-
-def check_prior(prior: str) -> str:
-  if prior not in PRIORS:
-    raise ValueError(f"Unknown latent prior {prior!r}; valid: {', '.join(PRIORS)}.")
-  return prior
-
-
-def sample_prior(prior: str, n, latent_dim: int, seed) -> tf.Tensor:
-  """Draws n latent codes: U[-1,1]^d ("uniform") or N(0, I) ("normal").
-
-  Args:
-    prior: "uniform" or "normal".
-    n: number of codes (int or scalar tensor).
-    latent_dim: d.
-    seed: int, or shape-[2] int tensor (stateless ops: same seed, same codes).
-  Returns:
-    float32 tensor [n, d].
-  """
-  check_prior(prior)
-  if isinstance(seed, int):
-    seed = [seed, 0]
-  seed = tf.cast(seed, tf.int64)
-  if prior == "uniform":
-    return tf.random.stateless_uniform([n, latent_dim], seed, -1.0, 1.0)
-  return tf.random.stateless_normal([n, latent_dim], seed)
-
+from latmix_tf.models.encoder import InversionEncoder
+from latmix_tf.models.priors import PRIORS, check_prior, sample_prior  # noqa: F401 (re-exported)
 
 def _plan(image_shape: Sequence[int]) -> Tuple[int, int]:
   """(start size, number of x2 upsamplings) for the supported image shapes."""
@@ -183,14 +156,21 @@ class DCGAN(keras.Model):
 
   def __init__(self, latent_dim: int, image_shape, prior: str = "uniform",
                base_filters: int = 32, real_label: float = 0.9, seed: int = 0,
-               sync_batch_norm: bool = False, **kwargs):
+               sync_batch_norm: bool = False, recon_weight: float = 0.0, **kwargs):
     super().__init__(**kwargs)
+    if recon_weight < 0:
+      raise ValueError(f"recon_weight must be >= 0 (0 = plain DCGAN), got {recon_weight}.")
     self.latent_dim, self.prior = latent_dim, check_prior(prior)
     self.image_shape = tuple(image_shape)
     self.real_label, self.seed = real_label, seed
+    self.recon_weight = float(recon_weight)
     self.generator = Generator(latent_dim, image_shape, base_filters, sync_batch_norm,
                                name="generator")
     self.discriminator = Discriminator(image_shape, base_filters, name="discriminator")
+    # The recall term's encoder E: x -> z (tanh / linear head: codes in the prior's support).
+    self.encoder = (InversionEncoder(latent_dim, prior, base_filters, seed=seed,
+                                     name="gan_encoder") if self.recon_weight > 0 else None)
+    self.recon_tracker = keras.metrics.Mean(name="recon_mse")  # mean ||G(E(x)) - x||^2
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
     self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -198,7 +178,9 @@ class DCGAN(keras.Model):
     self.d_fake_tracker = keras.metrics.Mean(name="d_fake")   # mean D(G(z)) on fakes
     self.generator(tf.zeros([1, latent_dim]))
     self.discriminator(tf.zeros([1, *self.image_shape]))
-    self.d_optimizer = self.g_optimizer = None
+    if self.encoder is not None:
+      self.encoder(tf.zeros([1, *self.image_shape]))
+    self.d_optimizer = self.g_optimizer = self.e_optimizer = None
 
   def compile(self, d_optimizer=None, g_optimizer=None, learning_rate: float = 2e-4,
               beta_1: float = 0.5):
@@ -208,16 +190,25 @@ class DCGAN(keras.Model):
     self.g_optimizer = g_optimizer or keras.optimizers.Adam(learning_rate, beta_1=beta_1)
     self.d_optimizer.build(self.discriminator.trainable_variables)
     self.g_optimizer.build(self.generator.trainable_variables)
+    if self.encoder is not None:
+      self.e_optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
+      self.e_optimizer.build(self.encoder.trainable_variables)
 
   @property
   def metrics(self):
-    return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
+    trackers = [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
+                self.d_fake_tracker]
+    return trackers + ([self.recon_tracker] if self.encoder is not None else [])
 
   def checkpoint_items(self):
-    """Everything a resumed run needs, as trackable values for `tf.train.Checkpoint`."""
-    return {name: checkpoint_variables(getattr(self, name))
-            for name in ("generator", "discriminator", "d_optimizer", "g_optimizer")} | {
-                "step": self.step}
+    """Everything a resumed run needs, as trackable values for `tf.train.Checkpoint`.
+
+    A plain DCGAN (no recall term) keeps the checkpoint layout it always had.
+    """
+    names = ("generator", "discriminator", "d_optimizer", "g_optimizer") + (
+        ("encoder", "e_optimizer") if self.encoder is not None else ())
+    return {name: checkpoint_variables(getattr(self, name)) for name in names} | {
+        "step": self.step}
 
   def call(self, z, training=False):
     return self.generator(z, training=training)
@@ -229,18 +220,32 @@ class DCGAN(keras.Model):
     z = replica_rows(lambda m: sample_prior(self.prior, m, self.latent_dim, seed), n)
     replicas = replicas_in_sync()
     with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-      fake = self.generator(z, training=True)
+      if self.encoder is None:
+        fake = self.generator(z, training=True)
+      else:  # one G pass over prior codes and E(x): shared batch statistics, one call
+        both = self.generator(tf.concat([z, self.encoder(real, training=True)], 0),
+                              training=True)
+        fake, recon = both[:n], both[n:]
       real_logits = self.discriminator(real, training=True, seed=seed + [0, 1])
       fake_logits = self.discriminator(fake, training=True, seed=seed + [0, 2])
       d_loss = _bce(real_logits, self.real_label) + _bce(fake_logits, 0.0)
       g_loss = _bce(fake_logits, 1.0)  # non-saturating: maximise log D(G(z))
+      g_total = g_loss
+      if self.encoder is not None:
+        recon_mse = tf.reduce_mean(tf.square(recon - tf.cast(real, recon.dtype)))
+        g_total = g_loss + self.recon_weight * recon_mse
       # The optimizers sum the replicas' gradients: each replica's mean counts 1/replicas.
-      d_obj, g_obj = (d_loss / replicas, g_loss / replicas) if replicas > 1 else (d_loss,
-                                                                                 g_loss)
+      d_obj, g_obj = (d_loss / replicas, g_total / replicas) if replicas > 1 else (d_loss,
+                                                                                  g_total)
     d_vars = self.discriminator.trainable_variables
     g_vars = self.generator.trainable_variables
+    e_vars = self.encoder.trainable_variables if self.encoder is not None else []
     self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_obj, d_vars), d_vars))
-    self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars))
+    grads = g_tape.gradient(g_obj, g_vars + e_vars)
+    self.g_optimizer.apply_gradients(zip(grads[:len(g_vars)], g_vars))
+    if self.encoder is not None:
+      self.e_optimizer.apply_gradients(zip(grads[len(g_vars):], e_vars))
+      self.recon_tracker.update_state(recon_mse)
     self.step.assign_add(1)
     self.d_loss_tracker.update_state(d_loss)
     self.g_loss_tracker.update_state(g_loss)

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from latmix_tf.models.dcgan import PRIORS
+from latmix_tf.models.priors import PRIORS
 
 
 class InversionEncoder(keras.Model):
@@ -45,9 +45,13 @@ class InversionEncoder(keras.Model):
   def call(self, x, training=False):
     # Centre the [0, 1] inputs so the first layer does not start with a large bias.
     h = x * 2.0 - 1.0
+    # max(h, 0.2 h) == leaky_relu(h, 0.2), but grappler's conv+bias+LeakyRelu fusion fails
+    # (noisily) on its gradient inside a tf.while_loop, where the DCGAN's recall term runs it.
     for conv in self.convs:
-      h = tf.nn.leaky_relu(conv(h), 0.2)
-    h = tf.nn.leaky_relu(self.hidden(self.flatten(h)), 0.2)
+      h = conv(h)
+      h = tf.maximum(h, 0.2 * h)
+    h = self.hidden(self.flatten(h))
+    h = tf.maximum(h, 0.2 * h)
     z = self.head(h)
     return tf.tanh(z) if self.prior == "uniform" else z
 
