@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from latmix_tf.config import DataConfig, GeneratorConfig, InversionConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.data.sources import array_fingerprint
-from latmix_tf.export import write_json_atomic
+from latmix_tf.export import read_json, write_json_atomic
 from latmix_tf.generative import train_or_load_generator
 from latmix_tf.inversion import Inverter
 from latmix_tf.inversion_encoder import encoder_dir, train_encoder
@@ -95,7 +95,10 @@ def main():
   p.add_argument("--n", type=int, default=1024)
   p.add_argument("--random_steps", type=int, default=200)
   p.add_argument("--steps", type=int, default=25, help="K of (b)")
-  p.add_argument("--learning_rate", type=float, default=0.1)
+  p.add_argument("--learning_rate", type=float, default=0.1, help="Adam step size on z")
+  p.add_argument("--random_learning_rate", type=float, default=None,
+                 help="step size of (a) when it differs from (b)'s: each start has its best "
+                 "(a far-off random start wants larger steps than a close encoder guess)")
   p.add_argument("--feature_weight", type=float, default=0.0)
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--encoder_epochs", type=int, default=3)
@@ -117,9 +120,9 @@ def main():
     encoder = train_encoder(gen, splits.x_train, cfg, args.workdir, key, seed=args.seed)
     record = os.path.join(encoder_dir(args.workdir, key, cfg, splits.x_train, args.seed),
                           "encoder.json")
-    with open(record) as f:
-      encoder_seconds = sum(h.get("seconds", 0.0) for h in json.load(f).get("history", []))
-  cfg_a = dataclasses.replace(cfg, steps=args.random_steps, random_starts=True)
+    encoder_seconds = sum(h.get("seconds", 0.0) for h in read_json(record, {}).get("history", []))
+  cfg_a = dataclasses.replace(cfg, steps=args.random_steps, random_starts=True,
+                              learning_rate=args.random_learning_rate or args.learning_rate)
   a = timed(Inverter(gen, cfg_a, x.shape[1:]), x, args.repeats)
   print(f"(a) random starts + {args.random_steps} steps: {a['seconds']:.1f} s "
         f"(cpu {a['cpu_seconds']:.1f} s), MSE {a['mean_mse']:.5f}, PSNR {a['mean_psnr']:.2f} dB")
@@ -131,8 +134,9 @@ def main():
       "generator": {"dir": args.generator_dir, "kind": getattr(gen, "kind", None),
                     "checkpoint_hash": gen.checkpoint_hash, "latent_dim": gen.latent_dim},
       "n": len(x), "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+      "random_learning_rate": cfg_a.learning_rate,
       "feature_weight": args.feature_weight, "a_random_starts": a, "b_encoder_init": b,
-      "encoder_train_seconds": encoder_seconds,
+      "encoder_train_seconds": encoder_seconds,  # 0: the generator brought its own encoder
       "speedup_wall": a["seconds"] / b["seconds"],
       "speedup_cpu": a["cpu_seconds"] / b["cpu_seconds"],
       "mse_ratio_b_over_a": b["mean_mse"] / a["mean_mse"],

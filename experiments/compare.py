@@ -1,7 +1,8 @@
 """The comparison the project exists for: every method × N seeds, one report with CIs.
 
   compare_{mnist,fmnist,cifar10}: ERM, mixup, manifold mixup, FGSM-AT, PGD-AT, GAT,
-  Latent-Mixup (GAN) and Latent-Mixup (VAE), seeds 0, 1, 2 by default, each trained and
+  Latent-Mixup (GAN: the DCGAN with the recall term) and Latent-Mixup (VAE) - and, on
+  request, Latent-Mixup with the plain DCGAN - seeds 0, 1, 2 by default, each trained and
   evaluated by its own registered experiment (`<method>_<dataset>`) with exactly the config
   that experiment would use alone; then `latmix_tf.comparison` writes report.md,
   results.csv / results.json and the figures (blur curves and ρ_adv with 95% CIs, accuracy
@@ -38,8 +39,10 @@ from latmix_tf.training.adversarial import DEFAULT_EPSILON
 from experiments import baselines, erm, latent_mixup
 from experiments.common import DATASET_OF, Experiment, RunContext
 
-METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat", "latent_mixup",
-           "latent_mixup_vae")
+DEFAULT_METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
+                   "latent_mixup", "latent_mixup_vae")
+# Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation.
+METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain",)
 DEFAULT_SEEDS = (0, 1, 2)
 MEMBERS = {**erm.EXPERIMENTS, **baselines.EXPERIMENTS, **latent_mixup.EXPERIMENTS}
 TITLES = {"mnist": "MNIST", "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -53,14 +56,15 @@ class CompareConfig:
   dataset_key: str
   scale: str = "full"
   seeds: Tuple[int, ...] = DEFAULT_SEEDS
-  methods: Tuple[str, ...] = METHODS
+  methods: Tuple[str, ...] = DEFAULT_METHODS
   data_dir: Optional[str] = None
 
 
 def select_methods(requested: Optional[Sequence[str]]) -> Tuple[str, ...]:
-  """`requested` in METHODS order (all when None); ValueError listing the valid names."""
+  """`requested` in METHODS order (DEFAULT_METHODS when None); ValueError listing the valid
+  names."""
   if not requested:
-    return METHODS
+    return DEFAULT_METHODS
   unknown = [m for m in requested if m not in METHODS]
   if unknown:
     raise ValueError(f"Unknown method(s) {', '.join(map(repr, unknown))} for --methods; valid: "
@@ -192,7 +196,8 @@ def _write_report(cfg, ctx, runs, seeds, root, eps, grid) -> Dict:
 
 def _make(dataset_key: str) -> Experiment:
   name = f"compare_{dataset_key}"
-  description = (f"All methods ({', '.join(label(m) for m in METHODS)}) on {dataset_key} over "
+  methods = ", ".join(label(m) for m in DEFAULT_METHODS)
+  description = (f"All methods ({methods}) on {dataset_key} over "
                  f"seeds {', '.join(map(str, DEFAULT_SEEDS))}: mean, 95% CI and paired tests "
                  f"against ERM of clean accuracy, blur, ρ_adv, FGSM/PGD, ECE and cost.")
 

@@ -152,6 +152,8 @@ class GeneratorConfig:
     kl_weight: VAE only, beta of the beta-ELBO (< 1: sharper reconstructions).
     recon_weight: DCGAN only; > 0 trains an encoder E with G and adds
       recon_weight * ||G(E(x)) - x||^2 on real images to G's loss (0 = plain DCGAN).
+    g_learning_rate: DCGAN only; G's Adam step size if not `learning_rate` (D's).
+    encoder_learning_rate: DCGAN with recon_weight > 0: Adam step size of E (beta_1 0.9).
   """
   kind: str = "dcgan"
   latent_dim: int = 64
@@ -164,6 +166,8 @@ class GeneratorConfig:
   steps_per_epoch: Optional[int] = None
   kl_weight: float = 1.0
   recon_weight: float = 0.0
+  g_learning_rate: Optional[float] = None
+  encoder_learning_rate: float = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,8 +127,9 @@ class Inverter:
   """Inverts batches of images with one compiled latent optimisation.
 
   The starting point is E(x) (`encoder`), the generator's own encoder `gen.encode` (VAE
-  posterior mean, recall-trained DCGAN) when it has one, or prior samples when `cfg.random_starts`. Per sample the best z
-  seen (lowest pixel MSE, including the start and the final iterate) is returned.
+  posterior mean, recall-trained DCGAN) when it has one, or prior samples when
+  `cfg.random_starts`. Per sample the best z seen (lowest pixel MSE, including the start
+  and the final iterate) is returned.
   """
 
   def __init__(self, gen, cfg: InversionConfig, image_shape: Sequence[int],

@@ -202,6 +202,10 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   other = tmp_path / "somewhere"  # not the CLI layout: members stay inside the workdir
   assert compare.members_root(str(other), "compare_mnist", "quick") == str(other / "members")
   assert compare.select_methods(("gat", "erm")) == ("erm", "gat")
+  # The plain-DCGAN ablation runs only on request.
+  assert "latent_mixup_dcgan_plain" not in compare.select_methods(None)
+  assert compare.select_methods(("latent_mixup_dcgan_plain", "erm")) == (
+      "erm", "latent_mixup_dcgan_plain")
   assert compare.select_seeds(("2", "0", "2")) == (2, 0)
   with pytest.raises(ValueError, match="valid: erm, mixup, manifold_mixup"):
     compare.select_methods(("erm", "vat"))

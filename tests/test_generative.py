@@ -18,6 +18,7 @@ TINY = {"dcgan": GeneratorConfig(kind="dcgan", latent_dim=8, base_filters=4, epo
                                  batch_size=16, steps_per_epoch=3),
         "vae": GeneratorConfig(kind="vae", latent_dim=8, prior="normal", base_filters=4,
                                epochs=2, batch_size=16, steps_per_epoch=3, learning_rate=1e-3)}
+TINY["dcgan_recall"] = GeneratorConfig(**{**TINY["dcgan"].__dict__, "recon_weight": 10.0})
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +36,14 @@ def _lines():
   return lines, lines.append
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "vae"])
+@pytest.mark.parametrize("kind", ["dcgan", "vae", "dcgan_recall"])
 def test_handle_interface(kind):
   gm = build_generative_model(TINY[kind], (28, 28, 1))
   z = gm.sample_prior(5, seed=1)
   assert z.shape == (5, 8) and gm.latent_dim == 8
   np.testing.assert_array_equal(z.numpy(), gm.sample_prior(5, seed=1).numpy())
-  assert gm.prior == ("uniform" if kind == "dcgan" else "normal")
-  assert gm.prior_bound == (1.0 if kind == "dcgan" else None)
+  assert gm.prior == ("normal" if kind == "vae" else "uniform")
+  assert gm.prior_bound == (None if kind == "vae" else 1.0)
 
   @tf.function
   def grad_of_decode(z):  # decode must work (and be differentiable) inside a tf.function
@@ -59,6 +60,10 @@ def test_handle_interface(kind):
   if kind == "vae":
     assert gm.encode(x).shape == (5, 8)
     assert set(gm.models) == {"encoder", "decoder"}
+  elif kind == "dcgan_recall":  # the recall term's encoder starts the inversion, in support
+    codes = gm.encode(x)
+    assert codes.shape == (5, 8) and float(tf.reduce_max(tf.abs(codes))) <= 1.0
+    assert set(gm.models) == {"generator", "discriminator", "encoder"}
   else:
     assert gm.encode is None
     assert set(gm.models) == {"generator", "discriminator"}
@@ -67,6 +72,9 @@ def test_handle_interface(kind):
 def test_unknown_kind_raises():
   with pytest.raises(ValueError, match="dcgan, vae"):
     build_generative_model(GeneratorConfig(kind="flow"), (28, 28, 1))
+  with pytest.raises(ValueError, match="DCGAN option"):
+    build_generative_model(GeneratorConfig(kind="vae", prior="normal", recon_weight=1.0),
+                           (28, 28, 1))
 
 
 @pytest.mark.parametrize("kind", ["dcgan", "vae"])
@@ -119,7 +127,7 @@ def test_tampered_checkpoint_is_not_reused(splits, tmp_path):
   assert sum("epoch" in s for s in lines) == 2
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "vae"])
+@pytest.mark.parametrize("kind", ["dcgan", "vae", "dcgan_recall"])
 def test_resume_after_kill_matches_uninterrupted_run(kind, splits, tmp_path):
   cfg = GeneratorConfig(**{**TINY[kind].__dict__, "epochs": 3})
   full = train_or_load_generator(cfg, splits, str(tmp_path / "full"), seed=0, log=lambda s: None)
@@ -142,6 +150,9 @@ def test_resume_after_kill_matches_uninterrupted_run(kind, splits, tmp_path):
   assert int(resumed.trainer.step.numpy()) == 9
   z = full.sample_prior(4, 0)
   np.testing.assert_allclose(resumed.decode(z).numpy(), full.decode(z).numpy(), atol=1e-5)
+  if full.encode is not None:  # the recall term's encoder resumes too
+    x = splits.x_train[:4] / 255.0
+    np.testing.assert_allclose(resumed.encode(x).numpy(), full.encode(x).numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["dcgan", "vae"])

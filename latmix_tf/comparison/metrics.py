@@ -12,7 +12,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mixup",
                  "fgsm_at": "FGSM-AT", "pgd_at": "PGD-AT", "gat": "GAT",
-                 "latent_mixup": "Latent-Mixup (GAN)", "latent_mixup_vae": "Latent-Mixup (VAE)"}
+                 "latent_mixup": "Latent-Mixup (GAN)", "latent_mixup_vae": "Latent-Mixup (VAE)",
+                 "latent_mixup_dcgan_plain": "Latent-Mixup (plain GAN)"}
 # Metric families in report order: (key, or prefix ending in "@"; label; unit; higher better).
 FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
             ("blur/area", "blur area", "%", True),

@@ -96,9 +96,14 @@ def build_generative_model(cfg: GeneratorConfig, image_shape, seed: int = 0,
   if cfg.kind == "dcgan":
     trainer = dcgan.DCGAN(cfg.latent_dim, image_shape, cfg.prior, cfg.base_filters, seed=seed,
                           sync_batch_norm=sync_batch_norm, recon_weight=cfg.recon_weight)
-    trainer.compile(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1)
+    trainer.compile(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1,
+                    g_learning_rate=cfg.g_learning_rate,
+                    encoder_learning_rate=cfg.encoder_learning_rate)
   elif cfg.kind == "vae":
     dcgan.check_prior(cfg.prior)
+    if cfg.recon_weight:
+      raise ValueError(f"recon_weight={cfg.recon_weight} is a DCGAN option (its recall term); "
+                       "the VAE's ELBO has its own reconstruction term: set recon_weight=0.")
     trainer = vae.VAE(cfg.latent_dim, image_shape, cfg.base_filters, cfg.kl_weight, seed=seed)
     trainer.compile(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1)
   else:
