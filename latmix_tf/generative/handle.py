@@ -40,15 +40,15 @@ class GenerativeModel:
       self.generator = trainer.generator
       self.models = {"generator": trainer.generator, "discriminator": trainer.discriminator}
       self._features = lambda x: trainer.discriminator.features(x, training=False)
-      self.encode: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
       if trainer.encoder is not None:  # trained with G by the recall term (recon_weight)
         self.models["encoder"] = trainer.encoder
-        self.encode = lambda x: trainer.encoder(x, training=False)
     else:
       self.generator = trainer.decoder
       self.models = {"encoder": trainer.encoder, "decoder": trainer.decoder}
       self._features = trainer.encoder.features
-      self.encode = lambda x: trainer.encoder(x, training=False)
+    # The encoder trained with the generator (VAE: posterior mean), if any, starts inversion.
+    self.encode: Optional[Callable[[tf.Tensor], tf.Tensor]] = (
+        (lambda x: trainer.encoder(x, training=False)) if trainer.encoder is not None else None)
 
   def decode(self, z: tf.Tensor) -> tf.Tensor:
     """Latent codes [N, d] -> images [N, H, W, C] in [0, 1] (inference mode)."""
