@@ -22,7 +22,8 @@ Run:
 On 2 shared CPU cores ART at batch size 1 takes seconds per image (1000 images: over an hour)
 and ART / foolbox at 128 about 0.3-1.6 s per image, so `--art1_n` times ART's default on a
 prefix; its rho is then compared with ours on the same prefix.
-Writes benchmarks/results/deepfool_speed.json and prints the table and the three rho_adv.
+Writes benchmarks/results/deepfool_speed.json (with the CPU model / ISA class, the load and each
+method's process CPU seconds) and prints the table and the three rho_adv.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from latmix_tf import export  # pylint: disable=wrong-import-position
+from latmix_tf import export, hardware  # pylint: disable=wrong-import-position
 from latmix_tf.data import load_dataset  # pylint: disable=wrong-import-position
 from latmix_tf.evaluation import run_deepfool  # pylint: disable=wrong-import-position
 
@@ -144,7 +145,12 @@ def main(argv=None):
       (f"art_bs{args.batch_size}",
        lambda xs: run_art(lf, xs, num_classes, args.batch_size), x),
       ("art_bs1", lambda xs: run_art(lf, xs, num_classes, 1), x[:n1])):
+    cpu0 = time.process_time()
     x_adv, seconds, extra = fn(xs)
+    # Process CPU seconds of the whole call (warm-up on 8 images included): on a shared
+    # machine the wall-clock ratio moves with the load, the CPU ratio much less.
+    extra = {**extra, "cpu_seconds_with_warmup": time.process_time() - cpu0,
+             "load_1min": os.getloadavg()[0]}
     results[name] = summarize(xs, x_adv, pred[:len(xs)], lf, seconds, extra)
     print(f"{name:>10}: {results[name]['ms_per_sample']:8.2f} ms/sample  "
           f"rho_adv {results[name]['rho_adv']:.5f}  fooled {results[name]['fooling_rate']:.3f}"
@@ -174,7 +180,8 @@ def main(argv=None):
       "settings": {"steps": 50, "candidates": 10, "overshoot": 0.02,
                    "batch_size": args.batch_size},
       "results": results, "comparison": comparison,
-      "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before,
+      "machine": {"cpus": os.cpu_count(), "cpu": hardware.describe(),
+                  "loadavg_before": load_before,
                   "loadavg_after": os.getloadavg()},
       "versions": {**export.versions(), "foolbox": foolbox.__version__, "art": art.__version__},
   })

@@ -5,7 +5,7 @@ both good (mean PSNR of G(z) vs the image; issue target >= 22 dB) and fast (issu
 the full bank in <= 5 min on 2 cores). Latent optimisation from random prior draws (Lipton &
 Tripathi 2017) is the reference; an encoder guess E(x) refined by K steps should reach the
 same MSE in >= 8x less time. Both run on the same first `--n` images of the Fashion-MNIST
-training split, with the same compiled optimiser (`latmix_tf.inversion.Inverter`), the
+training split, with the same compiled optimiser (`latmix_tf.latent.inversion.Inverter`), the
 same learning rate and batch size; only the start and the number of steps differ:
 
   (a) random starts, `--random_steps` (200) Adam steps;
@@ -19,8 +19,9 @@ one-off training time is reported separately (from its cache record). The projec
 the full set is (b)'s time per image times 60000.
 
 The generator comes from `latmix_tf.generative.train_or_load_generator` in
-`--generator_dir`; its config and seed are read from the `generator.json` there, so a cached
-generator is loaded, never retrained or wiped (a data mismatch stops with an error).
+`--generator_dir` (a run's `generator/` folder); its config and seed are read from the stage
+record (`stage.json`) there, so a cached generator is loaded, never retrained or moved aside
+(a data mismatch stops with an error).
 
 Run (~2-4 min on 2 CPU cores with a cached generator; encoder training adds ~2 min once):
   python benchmarks/inversion_speed.py --generator_dir=/tmp/gen/dcgan --data_dir=~/latmix_data
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -43,10 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from latmix_tf.config import DataConfig, GeneratorConfig, InversionConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.data.sources import array_fingerprint
-from latmix_tf.export import read_json, write_json_atomic
-from latmix_tf.generative import train_or_load_generator
-from latmix_tf.inversion import Inverter
-from latmix_tf.inversion_encoder import encoder_dir, train_encoder
+from latmix_tf import stages
+from latmix_tf.export import write_json_atomic
+from latmix_tf.generative import generator_stage
+from latmix_tf.latent.encoder import encoder_stage
+from latmix_tf.latent.inversion import Inverter, inversion_start
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "inversion_speed.json")
@@ -54,19 +55,20 @@ FULL_SET = 60000
 
 
 def load_generator(generator_dir, x_train, log):
-  """The cached generator of `generator_dir` (config and seed from its generator.json)."""
-  meta_path = os.path.join(generator_dir, "generator.json")
-  if not os.path.isfile(meta_path):
-    raise FileNotFoundError(f"No generator.json in {generator_dir!r}: train a generator "
-                            "first (latmix_tf.generative.train_or_load_generator).")
-  with open(meta_path) as f:
-    meta = json.load(f)
-  if meta.get("data_fingerprint") != array_fingerprint(x_train)[:16]:
+  """The cached generator of `generator_dir` (config and seed from its stage record)."""
+  record = stages.read_record(generator_dir)
+  if record is None or record.get("state") != "done":
+    raise FileNotFoundError(f"No finished generator stage in {generator_dir!r}: train one "
+                            "first (e.g. python main.py --experiment=latent_mixup_fmnist).")
+  if record["key"].get("data") != array_fingerprint(x_train)[:16]:
     raise ValueError(f"{generator_dir} was trained on other data (fingerprint "
-                     f"{meta.get('data_fingerprint')}); pass the matching --data_dir.")
+                     f"{record['key'].get('data')}); pass the matching --data_dir.")
   fields = {f.name for f in dataclasses.fields(GeneratorConfig)}
-  cfg = GeneratorConfig(**{k: v for k, v in meta["config"].items() if k in fields})
-  return train_or_load_generator(cfg, x_train, generator_dir, seed=meta["seed"], log=log)
+  cfg = GeneratorConfig(**{k: v for k, v in record["outputs"]["config"].items() if k in fields})
+  result = generator_stage(cfg, x_train, generator_dir, seed=record["key"]["seed"], log=log)
+  if result.status != "cached":
+    raise RuntimeError(f"{generator_dir}: the generator was {result.status}, not loaded")
+  return result.value
 
 
 def timed(inverter, x, repeats):
@@ -115,12 +117,11 @@ def main():
                         feature_weight=args.feature_weight, batch_size=args.batch_size,
                         encoder_epochs=args.encoder_epochs)
   encoder, encoder_seconds = None, 0.0
-  if not callable(getattr(gen, "encode", None)):
-    key = {"generator": gen.checkpoint_hash}
-    encoder = train_encoder(gen, splits.x_train, cfg, args.workdir, key, seed=args.seed)
-    record = os.path.join(encoder_dir(args.workdir, key, cfg, splits.x_train, args.seed),
-                          "encoder.json")
-    encoder_seconds = sum(h.get("seconds", 0.0) for h in read_json(record, {}).get("history", []))
+  if inversion_start(gen, cfg) == "encoder":
+    enc = encoder_stage(gen, gen.checkpoint_hash, splits.x_train,
+                        array_fingerprint(splits.x_train), cfg,
+                        os.path.join(args.workdir, "encoder"), seed=args.seed)
+    encoder, encoder_seconds = enc.value, enc.record["seconds"]
   cfg_a = dataclasses.replace(cfg, steps=args.random_steps, random_starts=True,
                               learning_rate=args.random_learning_rate or args.learning_rate)
   a = timed(Inverter(gen, cfg_a, x.shape[1:]), x, args.repeats)

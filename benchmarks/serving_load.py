@@ -5,7 +5,14 @@ what it sustains and that it makes no errors under concurrency. The benchmark se
 number of predict requests (default 1000, row format, `--batch` images each) from
 `--concurrency` clients (default 8, one keep-alive connection each) over loopback, verifies
 every answer (HTTP 200 and one prediction per instance), and reports throughput, p50/p99
-latency and the error count. Results go to `benchmarks/results/serving_load.json`.
+latency and the error count. Results go to `benchmarks/results/serving_load.json` (+ .md).
+
+Two more measurements (issue #17), on by default (`--scenarios`):
+- interleave: while 10,000-image requests (~31 MB of JSON each, under the 32 MiB limit) run
+  back to back from one more client, the 1000 one-image requests from 8 clients must keep
+  p99 <= 200 ms with 0 errors;
+- memory: the server's peak RSS above idle while it answers one such request, sampled from
+  /proc every 5 ms; target <= 3x the body size.
 
 By default it exports an untrained classifier of the real Fashion-MNIST architecture
 (`ModelConfig()` -> SmallCNN 32-64-128; weights do not change the cost) to a temp directory,
@@ -14,12 +21,13 @@ it with SIGTERM at the end, recording its exit code. `--model_base_path name=pat
 real export instead; `--url http://127.0.0.1:PORT` measures a server that is already running
 (ours or tensorflow_model_server). Only loopback addresses are accepted.
 
-  python benchmarks/serving_load.py                       # ~10-30 s on 2 CPU cores
+  python benchmarks/serving_load.py                       # ~1-3 min on 2 CPU cores
   python benchmarks/serving_load.py --model_base_path erm_fmnist=saved_models/erm_fmnist
 """
 
 import argparse
 import http.client
+import platform
 import json
 import os
 import signal
@@ -48,8 +56,8 @@ def export_default_model(out_dir):
 
 def start_server_process(name, path, deadline_s=180):
   """Runs `serve` in a child process on an ephemeral port; returns (process, url)."""
-  code = ("from latmix_tf.serving import serve; "
-          f"serve({{{name!r}: {os.path.abspath(path)!r}}}, port=0)")
+  code = ("import sys; from latmix_tf.serving import serve; "
+          f"sys.exit(serve({{{name!r}: {os.path.abspath(path)!r}}}, port=0))")
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.Popen([sys.executable, "-u", "-c", code], env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -144,6 +152,124 @@ def run_load(url, name, requests, concurrency, batch, time_limit_s, seed=0):
           "timed_out": len(latencies) < requests}
 
 
+
+def big_body(shape, n=10_000, seed=1):
+  """A predict body of `n` binary images (pixels 0 or 1), compact JSON: 31.9 MB for 10,000
+  28x28x1 images, the issue's case, just under the 32 MiB body limit."""
+  x = np.random.default_rng(seed).integers(0, 2, (n, *shape))
+  return json.dumps({"instances": x.tolist()}, separators=(",", ":")).encode()
+
+
+def _rss_bytes(pid):
+  with open(f"/proc/{pid}/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) * 1024
+  return 0
+
+
+def run_memory(url, name, pid, body):
+  """Peak RSS of the server above its idle RSS while it answers one big request.
+
+  Idle is measured on a warmed-up server: a request of one model chunk (64 images) first
+  traces the signature for that shape and fills TensorFlow's allocator pools.
+  """
+  shape = image_shape(url, name)
+  warm = json.dumps({"instances": np.zeros((64, *shape)).tolist()}).encode()
+  for _ in range(2):
+    conn = http.client.HTTPConnection(*_host_port(url), timeout=120)
+    conn.request("POST", f"/v1/models/{name}:predict", body=warm)
+    conn.getresponse().read()
+    conn.close()
+  time.sleep(0.5)
+  idle = _rss_bytes(pid)
+  peak, stop = [idle], threading.Event()
+
+  def sample():
+    while not stop.is_set():
+      peak[0] = max(peak[0], _rss_bytes(pid))
+      time.sleep(0.005)
+
+  sampler = threading.Thread(target=sample, daemon=True)
+  sampler.start()
+  conn = http.client.HTTPConnection(*_host_port(url), timeout=600)
+  start = time.perf_counter()
+  conn.request("POST", f"/v1/models/{name}:predict", body=body)
+  resp = conn.getresponse()
+  answer = resp.read()
+  seconds = time.perf_counter() - start
+  conn.close()
+  stop.set()
+  sampler.join()
+  above = peak[0] - idle
+  return {"body_bytes": len(body), "status": resp.status, "answer_bytes": len(answer),
+          "seconds": round(seconds, 2), "idle_rss_mb": round(idle / 2**20, 1),
+          "peak_rss_mb": round(peak[0] / 2**20, 1), "peak_above_idle_mb": round(above / 2**20, 1),
+          "peak_above_idle_over_body": round(above / len(body), 2), "target": "<= 3.0"}
+
+
+def run_interleave(url, name, body, requests, concurrency, time_limit_s):
+  """The small-request load while big requests run back to back on one more client."""
+  stop, big = threading.Event(), {"done": 0, "status": [], "seconds": []}
+
+  def big_client():
+    while not stop.is_set():
+      conn = http.client.HTTPConnection(*_host_port(url), timeout=600)
+      start = time.perf_counter()
+      try:
+        conn.request("POST", f"/v1/models/{name}:predict", body=body)
+        resp = conn.getresponse()
+        resp.read()
+        big["status"].append(resp.status)
+        big["seconds"].append(round(time.perf_counter() - start, 2))
+      except (OSError, http.client.HTTPException) as e:
+        big["status"].append(f"{type(e).__name__}")
+      finally:
+        conn.close()
+
+  thread = threading.Thread(target=big_client, daemon=True)
+  thread.start()
+  time.sleep(1.0)  # the first big request is being received and decoded
+  result = run_load(url, name, requests, concurrency, 1, time_limit_s)
+  stop.set()
+  thread.join(600)
+  result["big_requests"] = {"body_bytes": len(body), "statuses": big["status"],
+                            "seconds": big["seconds"]}
+  result["target"] = "p99 <= 200 ms, 0 errors"
+  return result
+
+
+def write_markdown(path, results):
+  """A short table of the figures, beside the JSON."""
+  lines = ["# Serving load benchmark", "", f"CPU: {results['cpu']} ({results['cpu_count']} "
+           f"cores), {results['date']}; model: {results['model']}", ""]
+  for key, title in (("throughput", "1000 one-image requests, 8 clients"),
+                     ("interleave", "the same while 10,000-image requests run")):
+    r = results.get(key)
+    if r:
+      lat = r["latency_ms"]
+      lines.append(f"- {title}: {r['throughput_rps']} req/s, p50 {lat['p50']} ms, p99 "
+                   f"{lat['p99']} ms, max {lat['max']} ms, errors {r['errors']}"
+                   + (f"; big requests {r['big_requests']['statuses']} in "
+                      f"{r['big_requests']['seconds']} s" if key == "interleave" else ""))
+  m = results.get("memory")
+  if m:
+    lines.append(f"- memory: {m['body_bytes'] / 2**20:.1f} MiB request answered {m['status']} "
+                 f"in {m['seconds']} s; RSS idle {m['idle_rss_mb']} MB, peak "
+                 f"{m['peak_rss_mb']} MB: {m['peak_above_idle_over_body']}x the body above "
+                 f"idle (target <= 3x)")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def cpu_model():
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or "unknown"
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--url", help="measure an already running server (loopback only)")
@@ -153,6 +279,8 @@ def main():
   parser.add_argument("--concurrency", type=int, default=8)
   parser.add_argument("--batch", type=int, default=1, help="instances per request")
   parser.add_argument("--time_limit_s", type=float, default=300.0)
+  parser.add_argument("--scenarios", default="throughput,interleave,memory",
+                      help="comma-separated subset of throughput,interleave,memory")
   parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
                                                     "serving_load.json"))
   args = parser.parse_args()
@@ -174,8 +302,18 @@ def main():
         name, path = "bench", export_default_model(os.path.join(tmp, "bench"))
         source = "untrained SmallCNN, default ModelConfig (32-64 conv, 128 dense), 28x28x1"
       proc, url = start_server_process(name, path)
+    scenarios = set(args.scenarios.split(","))
+    result = {}
     try:
-      result = run_load(url, name, args.requests, args.concurrency, args.batch, args.time_limit_s)
+      if "throughput" in scenarios:
+        result["throughput"] = run_load(url, name, args.requests, args.concurrency, args.batch,
+                                        args.time_limit_s)
+      body = big_body(image_shape(url, name)) if scenarios & {"interleave", "memory"} else None
+      if "memory" in scenarios and proc is not None:  # before interleave: no big request yet
+        result["memory"] = run_memory(url, name, proc.pid, body)
+      if "interleave" in scenarios:
+        result["interleave"] = run_interleave(url, name, body, args.requests, args.concurrency,
+                                              args.time_limit_s)
     finally:
       exit_code = None
       if proc is not None:
@@ -183,18 +321,17 @@ def main():
         exit_code = proc.wait(timeout=60)
   result.update({"model": source, "server": "latmix_tf.serving (child process)" if proc else url,
                  "server_exit_code_after_sigterm": exit_code, "cpu_count": os.cpu_count(),
+                 "cpu": cpu_model(),
                  "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S")})
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   write_json_atomic(args.out, result)
-  lat = result["latency_ms"]
-  print(f"{result['requests_sent']} requests ({args.batch} image(s) each) from "
-        f"{args.concurrency} clients in {result['wall_s']:.2f} s: "
-        f"{result['throughput_rps']:.1f} req/s; latency p50 {lat['p50']:.2f} ms, "
-        f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms; errors {result['errors']}"
-        + (f"; server exit code {exit_code}" if proc else ""))
+  write_markdown(os.path.splitext(args.out)[0] + ".md", result)
+  with open(os.path.splitext(args.out)[0] + ".md") as f:
+    print(f.read(), end="")
   print(f"wrote {args.out}")
-  return 1 if result["errors"] or result["timed_out"] or exit_code not in (None, 0) else 0
-
+  runs = [result[k] for k in ("throughput", "interleave") if k in result]
+  failed = any(r["errors"] or r["timed_out"] for r in runs)
+  return 1 if failed or exit_code not in (None, 0) else 0
 
 if __name__ == "__main__":
   sys.exit(main())

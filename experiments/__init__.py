@@ -6,11 +6,11 @@ merges them. Nothing registers itself by being imported elsewhere.
 
 from typing import Dict
 
-from experiments import ablations, baselines, compare, erm, latent_mixup
+from experiments import ablations, baselines, compare, erm, latent_ablations, latent_mixup
 from experiments.common import Experiment, RunContext
 
 EXPERIMENTS: Dict[str, Experiment] = {}
-for _module in (erm, baselines, ablations, latent_mixup, compare):
+for _module in (erm, baselines, ablations, latent_mixup, latent_ablations, compare):
   EXPERIMENTS.update(_module.EXPERIMENTS)
 
 

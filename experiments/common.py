@@ -68,15 +68,28 @@ def train_config(dataset: str, scale: str, **overrides) -> TrainConfig:
 
 
 def eval_config(dataset: str, scale: str) -> EvalConfig:
+  """The evaluation suite at each scale; per-dataset threat models (and their sources) are
+  `EvalConfig.for_dataset`. Smoke keeps every code path on a handful of images: AutoAttack
+  "cheap" (10 iterations) on 16, a 3-point APGD curve of 10 iterations, all 15 corruptions on 32 images
+  (CIFAR-10-C at severities 1 and 5)."""
   eps = (0.0, 2 / 255, 4 / 255, 8 / 255) if dataset == "cifar10" else (0.0, 0.05, 0.1, 0.2)
+  base = EvalConfig.for_dataset(dataset, attack_epsilons=eps)
   if scale == "smoke":
-    return EvalConfig(blur_sigmas=(0.0, 1.0, 2.0), deepfool_samples=16, deepfool_max_iter=10,
-                      attack_epsilons=eps[:3], pgd_steps=3, attack_samples=32, batch_size=64)
+    return dataclasses.replace(
+        base, blur_sigmas=(0.0, 1.0, 2.0), deepfool_samples=16, deepfool_max_iter=10,
+        attack_epsilons=eps[:3], pgd_steps=3, attack_samples=32, batch_size=64,
+        autoattack_version="cheap", autoattack_samples=16, autoattack_iters=10,
+        apgd_curve_epsilons=base.apgd_curve_epsilons[:3], apgd_curve_iters=10,
+        apgd_curve_samples=16, corruption_samples=32,
+        corruption_severities=(1, 5) if dataset == "cifar10" else (),
+        sanity_samples=32, sanity_unbounded_steps=10)
   if scale == "quick":
-    return EvalConfig(deepfool_samples=500, attack_epsilons=eps, attack_samples=2000)
+    return dataclasses.replace(base, deepfool_samples=500, attack_samples=2000,
+                               autoattack_version="cheap", autoattack_samples=500,
+                               apgd_curve_samples=500, corruption_samples=2000)
   # FGSM/PGD on the first 2000 test images (±1 pp binomial CI) keeps an experiment's
   # evaluation near a minute on 2 cores; `main.py --evaluate` runs them on all 10k.
-  return EvalConfig(deepfool_samples=1000, attack_epsilons=eps, attack_samples=2000)
+  return dataclasses.replace(base, deepfool_samples=1000, attack_samples=2000)
 
 
 def classifier_config(name: str, dataset_key: str, method: Any, scale: str, seed: int,
@@ -91,8 +104,21 @@ def classifier_config(name: str, dataset_key: str, method: Any, scale: str, seed
       eval=eval_config(dataset, scale), scale=scale, seed=seed, description=description)
 
 
-def run_classifier(cfg: ExperimentConfig, ctx: RunContext) -> Dict:
-  """Runs a plain classifier experiment (any registered method) end to end."""
+def run_classifier(cfg: ExperimentConfig, ctx: RunContext,
+                   reference_network: Optional[str] = None) -> Dict:
+  """Runs a classifier experiment (any registered method, latent mixup included) end to end."""
   return train_and_evaluate(
       cfg, ctx.workdir, export_dir_for(ctx.export_root, cfg.name, cfg.scale, cfg.seed),
-      log=ctx.log, strategy=ctx.strategy, rebuild="classifier" in ctx.rebuild)
+      log=ctx.log, strategy=ctx.strategy, rebuild=ctx.rebuild,
+      reference_network=reference_network)
+
+
+def runs_root(ctx: RunContext) -> str:
+  """Where runs of other experiments live: the CLI's `--workdir` root, else
+  `<workdir>/members` (a workdir given directly, as tests do)."""
+  return ctx.root or os.path.join(ctx.workdir, "members")
+
+
+def run_workdir(root: str, name: str, scale: str, seed: int) -> str:
+  """Where `main.py --experiment=<name> --scale=<scale> --seed=<seed>` runs."""
+  return os.path.join(root, name, scale, f"seed_{seed}")

@@ -11,12 +11,14 @@
 Run:  python main.py --experiment=compare_fmnist [--scale=quick] [--methods=erm,pgd_at]
                      [--seeds=0,1]
 Workdirs: the CLI gives this experiment <root>/compare_fmnist/<scale>/seed_<seed> (the
---seed only names that folder; member seeds come from --seeds). Member runs live at
-<root>/<member>/<scale>/seed_<s> and export to <export_dir>/<member>[-<scale>]/seed_<s>,
-exactly where `python main.py --experiment=<member> --seed=<s> --scale=<scale>` puts them,
-so single runs and comparisons reuse each other's cached generators, latent banks and
-classifiers (keyed by config hash and data fingerprint: a changed config retrains). A
-workdir not in that layout keeps its members under <workdir>/members/ instead.
+--seed only names that folder; member seeds come from --seeds) and tells it <root>. Member
+runs live at <root>/<member>/<scale>/seed_<s> and export to
+<export_dir>/<member>[-<scale>]/seed_<s>, exactly where `python main.py
+--experiment=<member> --seed=<s> --scale=<scale>` puts them, so single runs and comparisons
+reuse each other's cached stages (keyed by config, data and consumed stages: a changed
+config retrains, a changed evaluation config only re-evaluates). Called without a root
+(tests), members go under <workdir>/members/. Whether a member was trained or cached, and
+what its stages cost, comes from the stage records (`latmix_tf.stages`).
 Resume: kill it and rerun the same command; finished members are reused ("cached"), an
 unfinished one resumes from its last checkpoint. Do not repeat --rebuild on the rerun.
 Expect: the member experiments' times summed (see their docstrings and the README).
@@ -25,26 +27,29 @@ Expect: the member experiments' times summed (see their docstrings and the READM
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
-import re
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
-from latmix_tf import distribute, export
-from latmix_tf.comparison import label, write_comparison_report
+from latmix_tf import distribute, stages
+from latmix_tf.comparison import label, publish_summary, write_comparison_report
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
-from experiments import baselines, erm, latent_mixup
-from experiments.common import DATASET_OF, Experiment, RunContext
+from experiments import baselines, erm, latent_ablations, latent_mixup
+from experiments.common import DATASET_OF, Experiment, RunContext, run_workdir, runs_root
 
 DEFAULT_METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
                    "latent_mixup", "latent_mixup_vae")
 # Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation.
 METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain",)
 DEFAULT_SEEDS = (0, 1, 2)
-MEMBERS = {**erm.EXPERIMENTS, **baselines.EXPERIMENTS, **latent_mixup.EXPERIMENTS}
+# The Latent-Mixup ablation family (experiments/latent_ablations.py), compared by
+# `ablation_fmnist` against ERM and against default Latent-Mixup.
+ABLATION_METHODS = ("erm", "latent_mixup") + tuple(
+    f"latent_mixup_{tag}" for tag in latent_ablations.ABLATIONS)
+MEMBERS = {**erm.EXPERIMENTS, **baselines.EXPERIMENTS, **latent_mixup.EXPERIMENTS,
+           **latent_ablations.EXPERIMENTS}
 TITLES = {"mnist": "MNIST", "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 GRID = os.path.join("generative", "latent_mixed_grid.png")  # written by latent_mixup's run
 
@@ -58,18 +63,21 @@ class CompareConfig:
   seeds: Tuple[int, ...] = DEFAULT_SEEDS
   methods: Tuple[str, ...] = DEFAULT_METHODS
   data_dir: Optional[str] = None
+  valid_methods: Tuple[str, ...] = METHODS  # what --methods may name
+  references: Tuple[str, ...] = ("erm",)    # one report against each, the first in workdir
+  title: str = "method comparison"
 
 
-def select_methods(requested: Optional[Sequence[str]]) -> Tuple[str, ...]:
-  """`requested` in METHODS order (DEFAULT_METHODS when None); ValueError listing the valid
-  names."""
+def select_methods(requested: Optional[Sequence[str]], default: Sequence[str] = DEFAULT_METHODS,
+                   valid: Sequence[str] = METHODS) -> Tuple[str, ...]:
+  """`requested` in `valid` order (`default` when None); ValueError listing the valid names."""
   if not requested:
-    return DEFAULT_METHODS
-  unknown = [m for m in requested if m not in METHODS]
+    return tuple(default)
+  unknown = [m for m in requested if m not in valid]
   if unknown:
     raise ValueError(f"Unknown method(s) {', '.join(map(repr, unknown))} for --methods; valid: "
-                     f"{', '.join(METHODS)}.")
-  return tuple(m for m in METHODS if m in requested)
+                     f"{', '.join(valid)}.")
+  return tuple(m for m in valid if m in requested)
 
 
 def select_seeds(requested: Optional[Sequence[int]]) -> Tuple[int, ...]:
@@ -81,51 +89,17 @@ def select_seeds(requested: Optional[Sequence[int]]) -> Tuple[int, ...]:
   return seeds
 
 
-def members_root(workdir: str, name: str, scale: str) -> str:
-  """<root> of the CLI layout <root>/<name>/<scale>/seed_<n>; else <workdir>/members.
-
-  A non-chief worker's <root>/<name>/<scale>/workertemp_<i>/seed_<n> maps to the same root
-  (its members then go through `distribute.worker_dir` like any other run).
-  """
-  seed_dir = os.path.normpath(os.path.abspath(workdir))
-  scale_dir = os.path.dirname(seed_dir)
-  if re.fullmatch(r"workertemp_\d+", os.path.basename(scale_dir)):
-    scale_dir = os.path.dirname(scale_dir)
-  name_dir = os.path.dirname(scale_dir)
-  if (os.path.basename(seed_dir).startswith("seed_") and os.path.basename(scale_dir) == scale
-      and os.path.basename(name_dir) == name):
-    return os.path.dirname(name_dir)
-  return os.path.join(workdir, "members")
-
-
-def member_workdir(root: str, member: str, scale: str, seed: int) -> str:
-  """Where `main.py --experiment=<member> --scale=<scale> --seed=<seed>` runs."""
-  return os.path.join(root, member, scale, f"seed_{seed}")
-
-
-def _record(path: str) -> Dict:
-  record = export.read_json(path, {})
-  return record if isinstance(record, dict) else {}
+GENERATIVE_STAGES = ("generator", "encoder", "bank")
 
 
 def generative_seconds(workdir: str) -> float:
-  """Recorded training time of a latent-mixup member's generator, encoder and bank (0 if none).
+  """Recorded work of a latent-mixup member's generator, encoder and bank (0 if none).
 
-  Read from the stage records (generator.json, encoder.json, bank.json) so a cached member
-  still reports what its stages cost when they ran. Only the encoder trained on the current
-  generator counts (older `encoder-*` folders of replaced generators stay on disk); the
-  bank's time covers its last build.
+  Read from the stage records (`latmix_tf.stages.read_record`), so a cached member still
+  reports what its stages cost when they ran.
   """
-  generator = _record(os.path.join(workdir, "generator", "generator.json"))
-  total = float(generator.get("train_seconds", 0.0) or 0.0)
-  for path in glob.glob(os.path.join(workdir, "inversion", "encoder-*", "encoder.json")):
-    record = _record(path)
-    if record.get("key", {}).get("generator") == generator.get("checkpoint_hash"):
-      total += float(sum(h.get("seconds", 0.0) for h in record.get("history", [])))
-  bank = _record(os.path.join(workdir, "bank", "bank.json"))
-  if bank.get("key", {}).get("generator") == generator.get("checkpoint_hash"):
-    total += float(bank.get("build_seconds_this_run", 0.0) or 0.0)
-  return total
+  records = [stages.read_record(os.path.join(workdir, name)) for name in GENERATIVE_STAGES]
+  return float(sum((r or {}).get("seconds", 0.0) or 0.0 for r in records))
 
 
 def _summary(metrics: Dict, eps: float) -> str:
@@ -136,11 +110,11 @@ def _summary(metrics: Dict, eps: float) -> str:
 
 
 def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
-  methods = select_methods(ctx.methods or cfg.methods)
+  methods = select_methods(ctx.methods, cfg.methods, cfg.valid_methods)
   seeds = select_seeds(ctx.seeds or cfg.seeds)
   dataset = DATASET_OF[cfg.dataset_key]
   eps = DEFAULT_EPSILON[dataset]
-  root = members_root(ctx.workdir, cfg.name, cfg.scale)
+  root = runs_root(ctx)
   ctx.log(f"{cfg.name}: {len(methods)} methods x seeds {list(seeds)} at scale {cfg.scale}; "
           f"member workdirs under {root}")
   runs: Dict[str, Dict[int, Dict]] = {m: {} for m in methods}
@@ -149,33 +123,38 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     for method in methods:
       done += 1
       member = MEMBERS[f"{method}_{cfg.dataset_key}"]
-      workdir = distribute.worker_dir(member_workdir(root, member.name, cfg.scale, seed),
+      workdir = distribute.worker_dir(run_workdir(root, member.name, cfg.scale, seed),
                                       ctx.strategy)
       ctx.log(f"[{done}/{total}] {method} seed {seed}: {member.name} -> {workdir}")
-      lines = []
-
-      def sub_log(line, lines=lines):
-        lines.append(line)
-        ctx.log(f"    {line}")
       sub = RunContext(workdir=workdir, export_root=ctx.export_root, rebuild=ctx.rebuild,
-                       log=sub_log, strategy=ctx.strategy)
+                       log=lambda line: ctx.log(f"    {line}"), strategy=ctx.strategy,
+                       root=root)
       t0 = time.time()
       metrics = dict(member.run(member.get_config(scale=cfg.scale, seed=seed,
                                                   data_dir=cfg.data_dir), sub))
       metrics["pipeline_seconds"] = metrics["train_seconds"] + generative_seconds(workdir)
+      status = metrics.pop("stages", {})
+      metrics.pop("run_key", None)
       runs[method][seed] = metrics
-      cached = any("cached classifier found" in line for line in lines)
-      ctx.log(f"[{done}/{total}] {method} seed {seed}: {'cached' if cached else 'trained'} "
-              f"({time.time() - t0:.0f}s)  {_summary(metrics, eps)}")
+      ctx.log(f"[{done}/{total}] {method} seed {seed}: classifier {status.get('classifier')}, "
+              f"evaluation {status.get('evaluation')} ({time.time() - t0:.0f}s)  "
+              f"{_summary(metrics, eps)}")
       if grid is None and method.startswith("latent_mixup"):
         grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
-    report = _write_report(cfg, ctx, {m: r for m, r in runs.items() if r}, seeds, root, eps,
-                           grid)
-    ctx.log(f"{cfg.name}: report after seed {seed} -> {report['markdown']}")
+    finished = {m: r for m, r in runs.items() if r}
+    for i, reference in enumerate(r for r in cfg.references if r in finished):
+      out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
+      written = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference, out_dir)
+      report = report if i else written
+      ctx.log(f"{cfg.name}: report against {reference} after seed {seed} -> "
+              f"{written['markdown']}")
+  if ctx.results_root and cfg.scale != "smoke" and report is not None:
+    copied = publish_summary(report, ctx.results_root, f"{cfg.name}_{cfg.scale}")
+    ctx.log(f"{cfg.name}: summary copied to {copied}")
   return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs}
 
 
-def _write_report(cfg, ctx, runs, seeds, root, eps, grid) -> Dict:
+def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir) -> Dict:
   notes = [f"Member runs: {root}/<method>_{cfg.dataset_key}/{cfg.scale}/seed_<s>; SavedModels "
            f"under {ctx.export_root}.",
            f"Headline FGSM / PGD columns at ε={eps:.4g}, the budget FGSM-AT, PGD-AT and GAT "
@@ -187,11 +166,12 @@ def _write_report(cfg, ctx, runs, seeds, root, eps, grid) -> Dict:
   if grid is None:
     notes.append("No latent-mixed sample grid: no latent-mixup method was run.")
   return write_comparison_report(
-      ctx.workdir, runs, f"{TITLES[cfg.dataset_key]}: method comparison ({cfg.scale} scale)",
+      out_dir, runs, f"{TITLES[cfg.dataset_key]}: {cfg.title} ({cfg.scale} scale, "
+                     f"against {label(reference)})",
       f"Every method trained with its own experiment's recipe at scale `{cfg.scale}` "
       f"(requested seeds: {', '.join(map(str, seeds))}; the tables hold the runs finished so "
       f"far) and evaluated on its exported SavedModel.",
-      reference="erm", robust_eps=eps, sample_grid=grid, notes=notes)
+      reference=reference, robust_eps=eps, sample_grid=grid, notes=notes)
 
 
 def _make(dataset_key: str) -> Experiment:
@@ -209,4 +189,21 @@ def _make(dataset_key: str) -> Experiment:
   return Experiment(name, description, get_config, _run)
 
 
-EXPERIMENTS = {e.name: e for e in (_make("mnist"), _make("fmnist"), _make("cifar10"))}
+def _make_ablation(dataset_key: str) -> Experiment:
+  name = f"ablation_{dataset_key}"
+  description = (f"The Latent-Mixup ablation family on {dataset_key} (experiments/"
+                 f"latent_ablations.py): ERM, default Latent-Mixup and one knob changed at a "
+                 f"time, each reported against ERM and against default Latent-Mixup.")
+
+  def get_config(scale="quick", seed=0, data_dir=None):
+    del seed
+    if scale not in SCALES:
+      raise ValueError(f"Unknown scale {scale!r}; valid: {', '.join(SCALES)}.")
+    return CompareConfig(name=name, dataset_key=dataset_key, scale=scale, data_dir=data_dir,
+                         methods=ABLATION_METHODS, valid_methods=ABLATION_METHODS,
+                         references=("erm", "latent_mixup"), title="Latent-Mixup ablation")
+  return Experiment(name, description, get_config, _run)
+
+
+EXPERIMENTS = {e.name: e for e in (_make("mnist"), _make("fmnist"), _make("cifar10"),
+                                   _make_ablation("fmnist"))}

@@ -2,39 +2,37 @@
 
 Run:  python main.py --experiment=latent_mixup_fmnist          (the project's main job)
       python main.py --experiment=latent_mixup_vae_fmnist      (VAE instead of the DCGAN)
-Stages, each cached in the workdir and keyed by its config, data fingerprint and (for the
-bank) the generator's weight hash; a second run skips straight to the classifier, and
-`--rebuild=generator,bank` forces the expensive stages:
-  1. train the generative model (DCGAN or VAE) on the training split;
-  2. train the inversion encoder E (only for a generator without its own encoder: the VAE's
-     posterior mean and the recall-trained DCGAN's E(x) start the inversion themselves);
-  3. invert every training image (encoder guess + K Adam steps, stochastic clipping);
-  4. train the classifier on real + latent-mixed batches (the one training loop);
-  5. export, evaluate the SavedModel (blur, DeepFool, FGSM/PGD, ECE), write the report.
+What runs (`latmix_tf.latent.build_latent_mixup` + `latmix_tf.runner`), each step a cached
+stage keyed by its config, the data and the stages it consumes; a second run skips
+straight to the report, and `--rebuild=generator` (or encoder, bank, classifier,
+evaluation) redoes a stage and everything downstream of it:
+  1. the generative model (DCGAN or VAE) on the training split;
+  2. the inversion encoder E, only for a generator without its own (the plain DCGAN);
+  3. every training image inverted (encoder guess + K Adam steps, stochastic clipping);
+  4. the classifier on real + latent-mixed batches (the one training loop), exported;
+  5. the SavedModel evaluated, the generator's Fréchet distance in the features of the
+     dataset's reference network (`erm_<dataset>`, seed 0, quick scale: trained on demand),
+     and the report.
 Expect (2 CPU cores, full scale, Fashion-MNIST): see README "Latent-Mixup" for the times
 and figures measured per stage.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Dict
 
+import tensorflow as tf
 
-from latmix_tf import export, frechet, generative_reports, reports
-from latmix_tf.data.sources import get_info
 from latmix_tf.config import GeneratorConfig, InversionConfig
 from latmix_tf.data import load_dataset, make_splits
-from latmix_tf.generative import train_or_load_generator
-from latmix_tf.inversion_encoder import train_encoder
-from latmix_tf.latent_bank import build_or_load_bank
-from latmix_tf.latent_mixup import LatentMixup, LatentMixupConfig, mixed_examples
-from latmix_tf.runner import train_and_evaluate
+from latmix_tf.latent import LatentMixupConfig
+from latmix_tf.runner import CLASSIFIER_DIR, classifier_stage
+from latmix_tf.training import build_method
 
+from experiments import erm
 from experiments.common import (DATASET_OF, Experiment, RunContext, classifier_config,
-                                export_dir_for)
+                                export_dir_for, run_classifier, run_workdir, runs_root)
 
 
 # Generator variants: "dcgan" is the DCGAN trained with the recall term (an encoder E and
@@ -82,88 +80,32 @@ def inversion_config(scale: str, kind: str = "dcgan") -> InversionConfig:
                          batch_size=256, chunk_size=8192)
 
 
+# The named feature network of every generator Fréchet distance on a dataset: the
+# `erm_<dataset>` classifier of seed 0 at quick scale (smoke at smoke scale), built on demand
+# through its classifier stage. One fixed network per dataset makes the distances of GANs,
+# VAEs, seeds and scales comparable, whatever ran first.
+REFERENCE = {"experiment": "erm", "seed": 0, "scale": {"smoke": "smoke", "quick": "quick",
+                                                       "full": "quick"}}
+
+
+def reference_network(dataset_key: str, scale: str, data_dir, ctx: RunContext) -> str:
+  """The export dir of the dataset's reference classifier, trained if it is not cached."""
+  ref = erm.EXPERIMENTS[f"{REFERENCE['experiment']}_{dataset_key}"]
+  ref_scale, seed = REFERENCE["scale"][scale], REFERENCE["seed"]
+  cfg = ref.get_config(scale=ref_scale, seed=seed, data_dir=data_dir)
+  workdir = run_workdir(runs_root(ctx), ref.name, ref_scale, seed)
+  export_dir = export_dir_for(ctx.export_root, ref.name, ref_scale, seed)
+  ctx.log(f"reference network for the Fréchet distance: {ref.name} [{ref_scale}, seed {seed}]"
+          f" -> {export_dir}")
+  splits = make_splits(load_dataset(cfg.data.name, data_dir, log=ctx.log), cfg.data)
+  classifier_stage(cfg, build_method(cfg.method), splits, os.path.join(workdir, CLASSIFIER_DIR),
+                   export_dir, ctx.strategy or tf.distribute.get_strategy(), ctx.log)
+  return export_dir
+
+
 def _run(cfg, ctx: RunContext, dataset_key: str) -> Dict:
-  log, stages = ctx.log, {}
-  lm: LatentMixupConfig = cfg.method
-  t = time.time()
-  splits = make_splits(load_dataset(cfg.data.name, cfg.data.data_dir, log=log), cfg.data)
-  stages["data_seconds"] = time.time() - t
-
-  t = time.time()
-  gen = train_or_load_generator(lm.generator, splits, os.path.join(ctx.workdir, "generator"),
-                                seed=cfg.seed, rebuild="generator" in ctx.rebuild, log=log,
-                                strategy=ctx.strategy)
-  stages["generator_seconds"] = time.time() - t
-  key = {"generator": gen.checkpoint_hash}
-  t = time.time()
-  encoder = None
-  if gen.encode is None and not lm.inversion.random_starts:
-    encoder = train_encoder(gen, splits.x_train, lm.inversion,
-                            os.path.join(ctx.workdir, "inversion"), key, seed=cfg.seed, log=log)
-  stages["encoder_seconds"] = time.time() - t
-  t = time.time()
-  bank = build_or_load_bank(gen, encoder, splits.x_train, splits.y_train, lm.inversion,
-                            os.path.join(ctx.workdir, "bank"), key,
-                            rebuild="bank" in ctx.rebuild, log=log, seed=cfg.seed,
-                            strategy=ctx.strategy)
-  stages["bank_seconds"] = time.time() - t
-  summary = bank.summary()
-  log(f"latent bank: mean PSNR {summary['mean_psnr']:.2f} dB over "
-      f"{len(bank)} training images")
-
-  method = LatentMixup(lm, gen=gen, bank=bank, batch_size=cfg.data.batch_size)
-  method.build(None, splits.num_classes)
-  figures_dir = os.path.join(ctx.workdir, "generative")
-  class_names = get_info(cfg.data.name).class_names
-  figures = list(generative_reports.write_inversion_report(
-      gen, bank, splits.x_train, figures_dir, seed=cfg.seed, class_names=class_names).values())
-  grid = reports.plot_mixed_grid(mixed_examples(method, 8, seed=cfg.seed), splits.x_train,
-                                 class_names,
-                                 os.path.join(figures_dir, "latent_mixed_grid.png"))
-  t = time.time()
-  metrics = train_and_evaluate(
-      cfg, os.path.join(ctx.workdir, "classifier"),
-      export_dir_for(ctx.export_root, cfg.name, cfg.scale, cfg.seed), log=log,
-      strategy=ctx.strategy, method=method, splits=splits,
-      rebuild="classifier" in ctx.rebuild, report_figures=[grid] + figures,
-      report_notes=[f"generator: {lm.generator.kind}"
-                    + (f" + recall term (w={lm.generator.recon_weight:g})"
-                       if lm.generator.recon_weight > 0 else "")
-                    + f", weights {gen.checkpoint_hash}",
-                    f"latent bank: {json.dumps(summary)}"])
-  stages["classifier_and_eval_seconds"] = time.time() - t
-  fd = _frechet(gen, splits, ctx, cfg, dataset_key, figures_dir)
-  out = {**metrics, **{f"bank/{k}": v for k, v in summary.items()},
-         "generator/frechet_distance": fd["frechet_distance"],
-         **{f"stage/{k}": v for k, v in stages.items()}}
-  export.write_json_atomic(os.path.join(ctx.workdir, "stages.json"), out)
-  clf_dir = os.path.join(ctx.workdir, "classifier")
-  clf_figs = sorted(os.path.join(root, f) for root, _, files in os.walk(clf_dir)
-                    for f in files if f.endswith(".png"))
-  reports.write_markdown(
-      os.path.join(ctx.workdir, "report.md"), f"{cfg.name} (seed {cfg.seed})",
-      cfg.description + "\n\nStages: generator -> encoder -> latent bank -> classifier -> "
-      "evaluation (classifier details: classifier/report.md). Generator Fréchet distance: "
-      f"{fd['num_samples']} samples vs as many test images, in the penultimate-layer features "
-      f"of {fd['feature_model']} (not the Inception FID).", out, [grid] + figures + clf_figs)
-  log("stages: " + "  ".join(f"{k}={v:.0f}s" for k, v in stages.items()))
-  return out
-
-
-def _frechet(gen, splits, ctx: RunContext, cfg, dataset_key: str, out_dir: str) -> Dict:
-  """The generator's Fréchet distance (10k samples vs 10k test images, issue #4).
-
-  Feature network: the penultimate layer of the ERM classifier of the same dataset and scale
-  (seed 0) when it has been exported - one fixed network, so GAN, VAE and runs of every seed
-  are comparable - else this run's own classifier (recorded in the result, so a reader
-  knows which). Not the Inception FID: see latmix_tf/frechet.py.
-  """
-  reference = export_dir_for(ctx.export_root, f"erm_{dataset_key}", cfg.scale, 0)
-  own = export_dir_for(ctx.export_root, cfg.name, cfg.scale, cfg.seed)
-  features = reference if os.path.isfile(os.path.join(reference, "saved_model.pb")) else own
-  return frechet.cached_generator_frechet_distance(
-      gen, splits.x_test, features, os.path.join(out_dir, "frechet.json"), seed=cfg.seed,
-      log=ctx.log)
+  reference = reference_network(dataset_key, cfg.scale, cfg.data.data_dir, ctx)
+  return run_classifier(cfg, ctx, reference_network=reference)
 
 
 def _make(kind: str, dataset_key: str) -> Experiment:

@@ -21,13 +21,10 @@ from typing import Callable, Optional, Union
 
 import tensorflow as tf
 
+from latmix_tf.training.method import soft_cross_entropy  # the one definition, shared
+
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 Scalar = Union[float, tf.Tensor]
-
-
-def soft_cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-  """Per-example cross-entropy against (possibly soft) label distributions `y`."""
-  return tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(y, logits.dtype), logits=logits)
 
 
 def input_gradient(logits_fn: LogitsFn, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -40,7 +37,7 @@ def input_gradient(logits_fn: LogitsFn, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor
   """
   with tf.GradientTape() as tape:
     tape.watch(x)
-    loss = tf.reduce_sum(soft_cross_entropy(logits_fn(x), y))
+    loss = tf.reduce_sum(soft_cross_entropy(tf.cast(y, tf.float32), logits_fn(x)))
   grad = tape.gradient(loss, x)
   if grad is None:
     raise ValueError("logits_fn(images) has no gradient with respect to images; pass a "

@@ -1,8 +1,14 @@
 """Actions behind `main.py`'s flags, as plain functions of already-parsed values.
 
-`main.py` only parses flags; these functions turn the values into configs and library
-calls, and translate the library's expected errors (unknown names, missing or corrupt data,
-bad SavedModels) into one clear line on stderr and exit code 2 instead of a traceback.
+`main.py` only parses flags; these functions check every value first (`cli_checks`, before
+TensorFlow is imported, so a bad command line is answered in a fraction of a second and
+nothing is written), then turn them into configs and library calls.
+
+Errors: a user's mistake or the machine's state (unknown names, missing or corrupt data, a
+damaged SavedModel, a folder that is a file or read-only, a full disk, a workdir locked by
+another run) is one `error: ...` line on stderr and exit code 2, never a traceback. Anything
+else is a bug: one line says what the program was doing (the action and its last progress
+line), then the traceback follows.
 """
 
 from __future__ import annotations
@@ -13,41 +19,128 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from latmix_tf.data import DataFormatError, DatasetNotFoundError, FetchError
+from latmix_tf import cli_checks, stages, workdir_lock
+from latmix_tf.data import DataFormatError, DatasetNotFoundError, FetchError, check_dataset
+from latmix_tf.data.integrity import ALLOW_ENV
 
-USER_ERRORS = (ValueError, FileNotFoundError, DataFormatError, DatasetNotFoundError, FetchError)
+USER_ERRORS = (ValueError, FileNotFoundError, DataFormatError, DatasetNotFoundError, FetchError,
+               workdir_lock.WorkdirLockedError)
+_DOING = {"what": "starting", "last": ""}  # for the one line before an internal traceback
+
+
+def _error(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def doing(what: str) -> None:
+  """Records what the program is doing, for the line printed before an internal traceback."""
+  _DOING.update(what=what, last="")
+
+
+def tracked(log: Callable[[str], None]) -> Callable[[str], None]:
+  """`log` that also remembers its last line (the progress shown with an internal error)."""
+  def sink(line: str) -> None:
+    _DOING["last"] = str(line)
+    log(line)
+  return sink
 
 
 def user_errors(fn):
-  """Prints expected errors as `error: ...` and returns exit code 2."""
+  """Expected errors -> `error: ...` and exit code 2; others -> a context line, then traceback."""
   @functools.wraps(fn)
   def wrapper(*args, **kwargs):
     try:
       return fn(*args, **kwargs)
     except USER_ERRORS as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
+      _error(str(e))
       return 2
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless environmental)
+      if getattr(e, "_latmix_reported", False):  # an inner action already said what it was
+        raise
+      message = cli_checks.environment_error(e, _DOING["what"])
+      if message is not None:
+        _error(message)
+        return 2
+      last = f" (last progress line: {_DOING['last']!r})" if _DOING["last"] else ""
+      _error(f"internal error while {_DOING['what']}{last}: {type(e).__name__}; this is a "
+             f"bug, the traceback follows.")
+      try:
+        e._latmix_reported = True  # pylint: disable=protected-access
+      except AttributeError:
+        pass
+      raise
   return wrapper
+
+
+def _import_tensorflow() -> None:
+  cli_checks.quiet_tensorflow_import(lambda line: print(line, file=sys.stderr, flush=True))
 
 
 @user_errors
 def fetch(names: Sequence[str], data_dir: Optional[str], log: Callable[[str], None]) -> int:
   from latmix_tf.data import fetch as fetch_data  # pylint: disable=import-outside-toplevel
-  fetch_data(names, data_dir, log=log)
+  from latmix_tf.data import get_info, resolve_data_dir  # pylint: disable=import-outside-toplevel
+  for name in names:
+    get_info(name)  # every name checked before the first download
+  cli_checks.check_writable_dir(resolve_data_dir(data_dir), "--data_dir")
+  doing(f"fetching {', '.join(names)}")
+  fetch_data(names, data_dir, log=tracked(log))
   return 0
+
+
+@user_errors
+def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
+                    workdir_root: str, export_root: str, rebuild: Sequence[str], methods,
+                    seeds, strategy: str, log: Callable[[str], None], registry_dir: str,
+                    load_registry: Callable[[], object], wait_for_lock: bool = False,
+                    allow_custom_data: bool = False) -> int:
+  """`main.py --experiment=NAME`: every check first, then `run_experiment`.
+
+  Args:
+    name ... log: the flags' values, as `run_experiment` takes them.
+    registry_dir: the registry's source folder (`experiments/`), which keys the name cache.
+    load_registry: imports and returns the registry module (imports TensorFlow).
+    wait_for_lock: wait for another run holding the workdir instead of exiting.
+    allow_custom_data: accept (and record) data that is not the canonical release.
+  """
+  doing(f"checking the command line of --experiment={name}")
+  cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
+  try:
+    stages.downstream(rebuild)
+  except ValueError as e:
+    raise cli_checks.UsageError(f"--rebuild={','.join(rebuild)}: {e}") from None
+  names = cli_checks.NameCache(registry_dir)
+  facts = names.read()
+  if facts is not None:  # a stale cache is never trusted: the registry decides below
+    cli_checks.check_experiment(name, facts)
+    cli_checks.check_compare_flags(name, methods, seeds, facts)
+  if allow_custom_data:
+    os.environ[ALLOW_ENV] = "1"  # read by data.load_dataset, inherited by worker processes
+  doing("importing TensorFlow and the experiment registry")
+  _import_tensorflow()
+  registry = load_registry()
+  compare = getattr(registry, "compare", None)
+  names.write(registry.EXPERIMENTS, getattr(compare, "METHODS", ()))
+  experiment = registry.get(name)
+  if facts is None:
+    cli_checks.check_compare_flags(name, methods, seeds, names.read())
+  return run_experiment(experiment, scale, seed, data_dir, workdir_root, export_root, rebuild,
+                        methods, seeds, strategy, log, wait_for_lock=wait_for_lock)
 
 
 @user_errors
 def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], workdir_root: str,
                    export_root: str, rebuild: Sequence[str], methods, seeds, strategy: str,
-                   log: Callable[[str], None]) -> int:
-  """Configures and runs one registered experiment; prints where its report is."""
+                   log: Callable[[str], None], wait_for_lock: bool = False) -> int:
+  """Configures and runs one registered experiment, holding its workdir's lock."""
+  doing(f"checking the command line of --experiment={experiment.name}")
+  seeds = cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
   from latmix_tf.runner import RunContext  # pylint: disable=import-outside-toplevel
-  # The encoder is keyed by the generator's weights: rebuilding the generator rebuilds it.
-  valid_rebuild = {"generator", "bank", "classifier"}
-  if set(rebuild) - valid_rebuild:
+  from latmix_tf.stages import ORDER  # pylint: disable=import-outside-toplevel
+  # A rebuilt stage rebuilds everything downstream of it (latmix_tf.stages.downstream).
+  if set(rebuild) - set(ORDER):
     raise ValueError(f"--rebuild={','.join(rebuild)}: valid stages are "
-                     f"{', '.join(sorted(valid_rebuild))}.")
+                     f"{', '.join(ORDER)} (each also rebuilds the stages after it).")
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
   cfg = experiment.get_config(scale=scale, seed=seed, data_dir=data_dir)
   workdir = os.path.join(os.path.abspath(workdir_root), experiment.name, scale, f"seed_{seed}")
@@ -55,37 +148,73 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
     strategy = distribute.make_strategy(strategy)
   # A worker other than the chief writes under workertemp_<i> dirs (TF multi-worker guide).
   workdir = distribute.worker_dir(workdir, strategy)
+  log = tracked(log)
+  data = getattr(cfg, "data", None)  # a comparison's members check their data themselves
+  if data is not None:
+    doing(f"checking the {data.name} data files")
+    check_dataset(data.name, data.data_dir, log=lambda line: None)  # before anything is written
   ctx = RunContext(workdir=workdir,
                    export_root=distribute.worker_dir(os.path.abspath(export_root), strategy),
                    rebuild=tuple(rebuild), log=log, strategy=strategy,
                    methods=tuple(methods) if methods else None,
-                   seeds=tuple(int(s) for s in seeds) if seeds else None)
-  t0 = time.time()
-  log(f"{experiment.name} [{scale}, seed {seed}] -> {workdir}")
-  experiment.run(cfg, ctx)
-  log(f"{experiment.name}: done in {time.time() - t0:.0f}s; report: "
-      f"{os.path.join(workdir, 'report.md')}")
+                   seeds=seeds, root=os.path.abspath(workdir_root))
+  doing(f"locking {workdir}")
+  with workdir_lock.hold(workdir, wait=None if wait_for_lock else 0.0, log=log):
+    t0 = time.time()
+    doing(f"running {experiment.name} [{scale}, seed {seed}] in {workdir}")
+    log(f"{experiment.name} [{scale}, seed {seed}] -> {workdir}")
+    experiment.run(cfg, ctx)
+    log(f"{experiment.name}: done in {time.time() - t0:.0f}s; report: "
+        f"{os.path.join(workdir, 'report.md')}")
   return 0
 
 
 @user_errors
 def evaluate(export_dir: str, dataset: Optional[str], data_dir: Optional[str],
              workdir_root: str, log: Callable[[str], None]) -> int:
-  """Evaluates any SavedModel with our signature on a dataset's test set."""
+  """Evaluates any SavedModel with our signature on a dataset's test set.
+
+  A SavedModel that recorded probe logits at export must reproduce them, so a damaged one
+  is one error line, never a traceback or silently wrong numbers.
+  """
+  doing(f"checking --evaluate={export_dir}")
+  cli_checks.check_writable_dir(workdir_root, "--workdir")
+  if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+    raise FileNotFoundError(
+        f"No SavedModel at {export_dir!r} (no saved_model.pb). Export one with an experiment "
+        f"(`python main.py --experiment=...`) or pass the directory that holds saved_model.pb.")
+  doing("importing TensorFlow")
+  _import_tensorflow()
   from latmix_tf import export  # pylint: disable=import-outside-toplevel
-  from latmix_tf.config import EvalConfig  # pylint: disable=import-outside-toplevel
-  from latmix_tf.data import load_dataset  # pylint: disable=import-outside-toplevel
-  from latmix_tf.evaluation import evaluate_saved_model  # pylint: disable=import-outside-toplevel
-  export.load_classifier(export_dir)  # fails early, with a clear message
-  dataset = dataset or export.read_metadata(export_dir).get("dataset")
+  from latmix_tf.config import DataConfig, EvalConfig  # pylint: disable=import-outside-toplevel
+  from latmix_tf.data import load_dataset, make_splits  # pylint: disable=import-outside-toplevel
+  from latmix_tf.evaluation.stage import evaluation_stage  # pylint: disable=import-outside-toplevel
+  from latmix_tf.runner import corrupted_cache_dir  # pylint: disable=import-outside-toplevel
+  doing(f"loading the SavedModel {export_dir}")
+  fn = export.load_classifier(export_dir)  # a damaged model fails here, with a clear message
+  meta = export.read_metadata(export_dir)
+  if meta.get("probe"):
+    reason = export.check_probe(fn, meta)
+    if reason:
+      raise export.SavedModelError(f"{export_dir}: {reason}; re-export it.")
+  dataset = dataset or meta.get("dataset")
   if not dataset:
     raise ValueError(f"{export_dir} has no metadata.json naming its dataset: pass --dataset.")
+  log = tracked(log)
   arrays = load_dataset(dataset, data_dir, log=log)
-  name = os.path.basename(os.path.normpath(export_dir))
+  # The validation split the experiments carve (fixed seed) fits the temperature; the
+  # whole suite runs on all test images, AutoAttack ("cheap": APGD-CE + APGD-T) on 1000.
+  splits = make_splits(arrays, DataConfig(dataset, data_dir))
+  cfg = EvalConfig.for_dataset(dataset, autoattack_version="cheap", attack_samples=None)
+  path = os.path.normpath(os.path.abspath(export_dir))
+  name = f"{os.path.basename(os.path.dirname(path))}_{os.path.basename(path)}"
   out_dir = os.path.join(os.path.abspath(workdir_root), "evaluate", f"{dataset}_{name}")
-  metrics = evaluate_saved_model(export_dir, arrays.x_test, arrays.y_test, EvalConfig(),
-                                 out_dir, log=log)
-  log(f"evaluation of {export_dir}: written to {out_dir}/evaluation.json")
+  doing(f"evaluating {export_dir} into {out_dir}")
+  result = evaluation_stage(export_dir, splits.x_test, splits.y_test, cfg, out_dir, log,
+                            x_val=splits.x_val, y_val=splits.y_val,
+                            cache_dir=corrupted_cache_dir(data_dir))
+  metrics = result.outputs
+  log(f"evaluation of {export_dir} ({result.status}): written to {out_dir}/evaluation.json")
   for k in sorted(metrics):
     if isinstance(metrics[k], float):
       log(f"  {k} = {metrics[k]:.4f}")
@@ -93,14 +222,34 @@ def evaluate(export_dir: str, dataset: Optional[str], data_dir: Optional[str],
 
 
 @user_errors
-def serve(model_paths: Optional[Sequence[str]], host: str, port: int,
-          log: Callable[[str], None], model_config_file: Optional[str] = None,
-          max_body_bytes: int = 32 << 20) -> int:
-  """Serves `[NAME=]PATH` SavedModels over the TF Serving REST API until SIGTERM."""
+def drill(name: str, scale: str, seed: int, workdir_root: str, data_dir: Optional[str],
+          main_py: str, log: Callable[[str], None], registry_dir: Optional[str] = None,
+          kill_seed: int = 0) -> int:
+  """`main.py --drill=NAME`: kill a run in every stage, resume it, compare with a clean run."""
+  from latmix_tf import drill as fault_drill  # pylint: disable=import-outside-toplevel
+  doing(f"checking the command line of --drill={name}")
+  cli_checks.check_seed(seed)
+  root = cli_checks.check_writable_dir(workdir_root, "--workdir")
+  facts = cli_checks.NameCache(registry_dir).read() if registry_dir else None
+  if facts is not None:
+    cli_checks.check_experiment(name, facts)
+  doing(f"running the fault drill of {name}")
+  ok = fault_drill.run_drill(name, scale, seed, os.path.join(root, "drill"), main_py,
+                             data_dir=data_dir, log=tracked(log), kill_seed=kill_seed)
+  return 0 if ok else 1
+
+
+@user_errors
+def serve(model_paths: Optional[Sequence[str]], log: Callable[[str], None],
+          model_config_file: Optional[str] = None, **limits) -> int:
+  """Serves `[NAME=]PATH` SavedModels over the TF Serving REST API until SIGTERM.
+
+  `limits` are `serving.ServerConfig` fields (host, port, max_body_bytes, ...). Returns
+  serve's exit code: 1 when requests were still running at the drain deadline.
+  """
   from latmix_tf import serving  # pylint: disable=import-outside-toplevel
   if not model_paths and not model_config_file:
     raise ValueError("--serve needs --model_base_path=[NAME=]PATH[,...] or --model_config_file.")
   models = serving.parse_model_specs(list(model_paths or []))
-  serving.serve(models, host=host, port=port, max_body_bytes=max_body_bytes, log=log,
-                model_config_file=model_config_file)
-  return 0
+  return serving.serve(models, serving.ServerConfig(**limits), log=log,
+                       model_config_file=model_config_file)

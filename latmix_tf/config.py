@@ -85,6 +85,50 @@ class EvalConfig:
   ece_bins: int = 15
   deepfool_batch_size: int = 128  # images per compiled DeepFool call
   attack_seed: int = 0            # stateless seed of the PGD / FGSM random starts
+  # AutoAttack (Croce & Hein 2020): ((norm, eps), ...) threat models, () = skipped; version
+  # "standard" (APGD-CE, APGD-T, FAB-T, Square) or "cheap" (APGD-CE, APGD-T); on the first
+  # `autoattack_samples` test images. Per-dataset budgets: `EvalConfig.for_dataset`.
+  autoattack_budgets: Tuple[Tuple[str, float], ...] = (("Linf", 0.1),)
+  autoattack_version: str = "standard"
+  autoattack_samples: Optional[int] = 1000
+  autoattack_iters: Optional[int] = None  # APGD / FAB iterations; None = the paper's 100
+  # APGD-CE (L-inf) accuracy against eps; () = skipped.
+  apgd_curve_epsilons: Tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
+  apgd_curve_iters: int = 100
+  apgd_curve_samples: Optional[int] = 1000
+  # Common corruptions (MNIST-C / CIFAR-10-C by channel count): () = all 15; severities
+  # () = the benchmark's protocol; the first `corruption_samples` test images (None = all).
+  corruptions: Optional[Tuple[str, ...]] = ()  # None = skipped
+  corruption_severities: Tuple[int, ...] = ()
+  corruption_samples: Optional[int] = None
+  corruption_seed: int = 0
+  # Sanity checks (Carlini et al. 2019): slack on accuracy comparisons, the unbounded attack.
+  sanity_tolerance: float = 0.01
+  sanity_samples: Optional[int] = 500
+  sanity_unbounded_steps: int = 20
+
+  @staticmethod
+  def for_dataset(dataset: str, **overrides) -> "EvalConfig":
+    """Full-scale defaults for a dataset's threat models (`overrides` replace fields).
+
+    AutoAttack budgets and sources: MNIST L-inf 0.3 (Madry et al. 2018; Croce & Hein 2020,
+    Table 2); Fashion-MNIST L-inf 0.1 (this project's adversarial-training budget) and 0.2
+    (twice it: a stronger threat, issue #15); CIFAR-10 L-inf 8/255 and L2 0.5 (RobustBench,
+    Croce et al. 2021; Croce & Hein 2020). CIFAR-10 corrupts 2000 test images (75 sets).
+    """
+    table = {
+        "mnist": dict(autoattack_budgets=(("Linf", 0.3),),
+                      apgd_curve_epsilons=(0.0, 0.1, 0.2, 0.3, 0.4)),
+        "fashion_mnist": dict(autoattack_budgets=(("Linf", 0.1), ("Linf", 0.2)),
+                              apgd_curve_epsilons=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3)),
+        "cifar10": dict(autoattack_budgets=(("Linf", 8 / 255), ("L2", 0.5)),
+                        apgd_curve_epsilons=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
+                        attack_epsilons=(0.0, 2 / 255, 4 / 255, 8 / 255),
+                        corruption_samples=2000)}
+    if dataset not in table:
+      raise ValueError(f"no evaluation defaults for dataset {dataset!r}; valid: "
+                       f"{', '.join(table)}.")
+    return dataclasses.replace(EvalConfig(), **{**table[dataset], **overrides})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,3 +249,28 @@ class InversionConfig:
   encoder_recon_weight: float = 10.0
   encoder_base_filters: int = 32
   normal_clip: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentMixupConfig:
+  """Latent-Mixup hyper-parameters, and the generator / inversion that feed it.
+
+  Attributes:
+    alpha: Beta(α, α) concentration of λ.
+    mixed_fraction: share f of latent-mixed examples in each (real + mixed) batch.
+    pairs: "random" (any pair, the method's default), "different_class" or "same_class".
+    decode_in: "pipeline" (tf.data decodes) or "step" (the train step decodes).
+    generator: the generative model (DCGAN or VAE).
+    inversion: how training images are turned into latent codes.
+    input_mixup_alpha: > 0 also mixes the *real* part of each batch in pixel space (input
+      mixup, Zhang et al. 2017, λ ~ Beta(a, a), partners within the batch): the ablation
+      "Latent-Mixup + mixup"; 0 (default) leaves the real images as they are.
+  """
+  name: str = "latent_mixup"
+  alpha: float = 1.0
+  mixed_fraction: float = 0.2
+  pairs: str = "random"
+  decode_in: str = "pipeline"
+  generator: GeneratorConfig = GeneratorConfig()
+  inversion: InversionConfig = InversionConfig()
+  input_mixup_alpha: float = 0.0

@@ -1,7 +1,8 @@
 """Per-run reports: training curves, prediction grid, confusion matrix, `report.md`.
 
-Figures use matplotlib's Agg backend and are closed after saving; nothing is shown. The
-report lists every metric of `metrics.json` and links the PNGs that the evaluation wrote.
+Figures are `matplotlib.figure.Figure`s on the Agg canvas (no pyplot state), written by the
+one figure writer `latmix_tf.plotting.save_figure`; nothing is shown. The report lists every
+metric of `metrics.json` and links the PNGs that the evaluation wrote.
 """
 
 from __future__ import annotations
@@ -9,24 +10,19 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-
-def save_figure(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
-  plt.close(fig)
-  return path
+from latmix_tf import html_report
+from latmix_tf.data.pipeline import to_float
+from latmix_tf.plotting import save_figure
 
 
 def plot_training_curves(history: List[Dict[str, float]], path: str) -> str:
   """Loss and accuracy per epoch, train vs validation."""
   epochs = [h["epoch"] for h in history]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig = Figure(figsize=(10, 3.6))
+  axes = fig.subplots(1, 2)
   for ax, metric in zip(axes, ("loss", "accuracy")):
     for split, style in (("train", "-o"), ("val", "--s")):
       key = f"{split}/{metric}"
@@ -46,7 +42,8 @@ def plot_prediction_grid(images: np.ndarray, labels: np.ndarray, preds: np.ndarr
   n = min(n, len(images))
   cols = 8
   rows = (n + cols - 1) // cols
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6))
+  fig = Figure(figsize=(cols * 1.4, rows * 1.6))
+  axes = fig.subplots(rows, cols)
   for i, ax in enumerate(np.atleast_1d(axes).ravel()):
     ax.axis("off")
     if i >= n:
@@ -67,7 +64,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str) -> str:
-  fig, ax = plt.subplots(figsize=(6, 5.2))
+  fig = Figure(figsize=(6, 5.2))
+  ax = fig.subplots()
   im = ax.imshow(cm, cmap="Blues")
   ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=7)
   ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
@@ -99,6 +97,7 @@ def write_markdown(path: str, title: str, description: str, metrics: Dict[str, f
     lines += [f"![{os.path.basename(fig)}]({rel})", ""]
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
+  html_report.write_html(path)  # report.html beside it: figures inlined, opens offline
   return path
 
 
@@ -110,15 +109,16 @@ def plot_mixed_grid(examples: Dict[str, np.ndarray], x_train: np.ndarray,
   two largest entries of the soft label.
   """
   n = len(examples["lam"])
-  fig, axes = plt.subplots(n, 3, figsize=(5.2, 1.75 * n))
+  fig = Figure(figsize=(5.2, 1.75 * n))
+  axes = fig.subplots(n, 3)
   axes = np.atleast_2d(axes)
   for r in range(n):
     i, j, lam = int(examples["i"][r]), int(examples["j"][r]), float(examples["lam"][r])
     label = examples["labels"][r]
     top = np.argsort(label)[::-1][:2]
     soft = ", ".join(f"{class_names[c]} {label[c]:.2f}" for c in top if label[c] > 1e-3)
-    panels = [(x_train[i] / 255.0, f"x_i (weight λ={lam:.2f})"),
-              (x_train[j] / 255.0, f"x_j (weight {1 - lam:.2f})"),
+    panels = [(to_float(x_train[i]), f"x_i (weight λ={lam:.2f})"),
+              (to_float(x_train[j]), f"x_j (weight {1 - lam:.2f})"),
               (examples["images"][r], soft)]
     for c, (img, title) in enumerate(panels):
       ax = axes[r, c]

@@ -1,46 +1,58 @@
-"""`train_and_evaluate`: data -> classifier -> training loop -> SavedModel -> evaluation -> report.
+"""`train_and_evaluate`: data -> method -> classifier stage -> evaluation stage -> report.
 
-Every classifier experiment (any method) goes through this one function. Evaluation always
-reads the *exported SavedModel*, never the in-memory Keras model, so what is reported is
-what a user downloads.
-
-Caching (STYLE pattern 5): the workdir records the hash of the experiment config and the
-data fingerprint. A finished run with the same key is reused (`compare_*` relies on this);
-a workdir left by a *different* config is moved aside (never deleted) before training, so a
-stale checkpoint is never resumed into a new experiment.
+Every classifier experiment (any method) goes through this one function:
+  1. the method is built by the registry's factory from a `MethodContext`; latent mixup's
+     factory runs the generator / encoder / bank stages it consumes (`latmix_tf.latent`);
+  2. the "classifier" stage trains with the one loop and exports the SavedModel; it is keyed
+     by the config (minus the evaluation config), the data fingerprint and the key hashes of
+     the stages the method consumed, and a cached one is reused only if its SavedModel is the
+     recorded one;
+  3. the "evaluation" stage scores the *exported SavedModel* (never the in-memory model, so
+     what is reported is what a user downloads); it is keyed by the SavedModel's fingerprint
+     and the evaluation config, so a changed evaluation re-evaluates without retraining;
+  4. the report (`report.md`, figures) and `metrics.json` are rewritten from the records.
+Stage directories: `<workdir>/classifier/` (checkpoints, history, TensorBoard) and
+`<workdir>/evaluation/`; see `latmix_tf.stages` for the record every stage writes.
 
 Several workers (`MultiWorkerMirroredStrategy`): all train; only the chief touches `workdir`
-and `export_dir`, exports, evaluates and writes the report. Workers follow the chief's cache
-decision and return the chief's metrics (both broadcast, so no shared filesystem is needed).
-The model is exported from a single-device copy of the trained weights, so the SavedModel is
-the same whatever strategy trained it.
+and `export_dir`, exports, evaluates and writes the report, and the others return the
+chief's metrics (broadcast, so no shared filesystem is needed). The model is exported from a
+single-device copy of the trained weights, so the SavedModel is the same whatever strategy
+trained it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
-import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from latmix_tf import distribute, export, reports
+from latmix_tf import distribute, export, reports, stages
 from latmix_tf.config import ExperimentConfig, config_hash, to_dict
 from latmix_tf.data import get_info, load_dataset, make_splits, to_float
 from latmix_tf.data.pipeline import Splits
+from latmix_tf.data.sources import resolve_data_dir
+from latmix_tf.evaluation.robustness import ATTACK_CONFIG_FILE, sanity_notes
+from latmix_tf.evaluation.stage import evaluation_stage
 from latmix_tf.models.classifiers import build_classifier
-from latmix_tf.training import Method, build_method, train
+from latmix_tf.training import Method, MethodContext, build_method, train
+
 
 @dataclasses.dataclass(frozen=True)
 class RunContext:
   """What the CLI passes to an experiment's `run` (all paths absolute).
 
   Lives in the library (not experiments/) so `latmix_tf.cli` builds it without importing
-  experiments/; `experiments.common` re-exports it.
+  experiments/; `experiments.common` re-exports it. `root` is the `--workdir` root under
+  which every run has its `<experiment>/<scale>/seed_<n>` folder (a comparison finds its
+  members there); None puts them under `<workdir>/members`. `results_root`, if set, is where
+  a comparison at quick or full scale copies its summary (the repository's `results/`).
   """
   workdir: str
   export_root: str
@@ -49,34 +61,27 @@ class RunContext:
   strategy: Any = None
   methods: Optional[tuple] = None
   seeds: Optional[tuple] = None
+  root: Optional[str] = None
+  results_root: Optional[str] = None
 
 
-KEY_FILE = "run_key.json"
 METRICS_FILE = "metrics.json"
+_INTEGRITY = {"canonical": "the canonical release, checksum verified",
+              "custom": "the user's own files, declared with --allow_custom_data",
+              "unverified": "no canonical checksum to verify against"}
+CLASSIFIER_DIR, EVALUATION_DIR = "classifier", "evaluation"
 
 
-def run_key(cfg: ExperimentConfig, fingerprint: str) -> Dict[str, str]:
-  """What a cached classifier run is keyed by: the config that changes the result + the data.
+def run_key(cfg: ExperimentConfig, fingerprint: str,
+            upstream: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+  """The classifier stage's key: the config that changes the trained weights + the data +
+  the stages the method consumed.
 
-  `data.data_dir` is left out: the same bytes from Debian's copy, a `--data_dir` folder or
-  tfds give the same fingerprint and must reuse the same run.
+  `data.data_dir` is left out (the same bytes from Debian's copy, a `--data_dir` folder or
+  tfds give the same fingerprint), and so is `eval`: evaluation is a stage of its own.
   """
-  return {"config_hash": config_hash(cfg, exclude=("description", "data.data_dir")),
-          "data_fingerprint": fingerprint}
-
-
-def prepare_workdir(workdir: str, key: Dict[str, str], log: Callable[[str], None],
-                    fresh: bool = False) -> None:
-  """Claims `workdir` for `key`; moves aside a workdir of another config (or any, if `fresh`)."""
-  path = os.path.join(workdir, KEY_FILE)
-  old = export.read_json(path)
-  if os.path.isdir(workdir) and os.listdir(workdir) and (fresh or old != key):
-    stale = f"{workdir.rstrip('/')}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
-    why = "rebuild requested" if fresh else f"it holds a run of another config/data ({old})"
-    log(f"workdir {workdir}: {why}; moved to {stale}")
-    os.replace(workdir, stale)
-  os.makedirs(workdir, exist_ok=True)
-  export.write_json_atomic(path, key)
+  return {"config_hash": config_hash(cfg, exclude=("description", "data.data_dir", "eval")),
+          "data_fingerprint": fingerprint, "upstream": dict(upstream or {})}
 
 
 def predict_probabilities(serving_fn, x_uint8: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -87,101 +92,153 @@ def predict_probabilities(serving_fn, x_uint8: np.ndarray, batch_size: int = 500
   return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def cached_result(workdir: str, export_dir: str, key: Dict[str, str]) -> Optional[Dict]:
-  """The metrics of a finished run with this key, if its SavedModel is still there."""
-  metrics = export.read_json(os.path.join(workdir, METRICS_FILE))
-  if (metrics and metrics.get("run_key") == key and
-      os.path.isfile(os.path.join(export_dir, "saved_model.pb"))):
-    return metrics
-  return None
+def classifier_stage(cfg: ExperimentConfig, method: Method, splits: Splits, directory: str,
+                     export_dir: str, strategy, log: Callable[[str], None],
+                     rebuild: bool = False) -> stages.StageResult:
+  """The "classifier" stage: train with the one loop, export the SavedModel."""
+  key = run_key(cfg, splits.fingerprint, method.upstream)
+  stage = stages.Stage("classifier", directory, key)
+  info = get_info(cfg.data.name)
+  chief = distribute.is_chief(strategy)
+
+  def build(resumed):
+    del resumed  # the loop resumes from the checkpoints by itself
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+      model = build_classifier(cfg.model, info.image_shape,
+                               sync_batch_norm=strategy.num_replicas_in_sync > 1)
+    history = train(model, method, splits, cfg.data, cfg.train, directory, cfg.seed, strategy,
+                    log)
+    train_seconds = float(sum(h.get("seconds", 0.0) for h in history))
+    if not chief:  # the worker's temp folders go (TF guide); the chief exports
+      shutil.rmtree(_outermost_worker_temp(distribute.worker_dir(directory, strategy)),
+                    ignore_errors=True)
+      return None, {}
+    if strategy.num_replicas_in_sync > 1 or distribute.num_workers(strategy) > 1:
+      model = single_device_copy(model, cfg, info.image_shape)
+    metadata = {"experiment": cfg.name, "config": to_dict(cfg), "run_key": stage.key_hash,
+                "dataset": info.name, "data_fingerprint": splits.fingerprint,
+                "data_integrity": splits.data_integrity, "method": method.name,
+                "history": history}
+    export.export_classifier(model, export_dir, info.image_shape, metadata)
+    log(f"exported SavedModel to {export_dir}")
+    final = history[-1] if history else {}
+    return None, {"export_dir": os.path.abspath(export_dir),
+                  "data_integrity": splits.data_integrity,
+                  "saved_model": export.saved_model_fingerprint(export_dir),
+                  "history": history, "train_seconds": train_seconds,
+                  "final/train_accuracy": final.get("train/accuracy", float("nan")),
+                  "final/val_accuracy": final.get("val/accuracy", float("nan"))}
+
+  def load(record):
+    outputs = record["outputs"]
+    if os.path.abspath(export_dir) != outputs.get("export_dir"):
+      raise stages.StageDamaged(f"the model was exported to {outputs.get('export_dir')}, "
+                                f"not {export_dir}")
+    if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+      raise stages.StageDamaged(f"no SavedModel in {export_dir}")
+    if export.saved_model_fingerprint(export_dir) != outputs.get("saved_model"):
+      raise stages.StageDamaged(f"the SavedModel in {export_dir} is not the one exported")
+    verify = getattr(export, "verify_saved_model", None)  # probe logits + run key
+    reason = verify(export_dir, stage.key_hash) if verify is not None else None
+    if reason:
+      raise stages.StageDamaged(reason)
+    return None
+
+  return stages.run_stage(stage, build, load, rebuild=rebuild, log=log, strategy=strategy)
 
 
 def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
                        log: Callable[[str], None] = print,
                        strategy: Optional[tf.distribute.Strategy] = None,
-                       method: Optional[Method] = None, splits: Optional[Splits] = None,
-                       rebuild: bool = False, report_figures=(), report_notes=()) -> Dict:
-  """Trains the classifier of `cfg`, exports it, evaluates the SavedModel and writes a report.
+                       splits: Optional[Splits] = None, rebuild: Sequence[str] = (),
+                       reference_network: Optional[str] = None) -> Dict:
+  """Builds the method, trains and exports the classifier, evaluates it, writes the report.
 
   Args:
     cfg: the experiment config.
-    workdir: run directory (checkpoints, history, TensorBoard, report, metrics.json).
+    workdir: the run directory (stage folders, report.md, metrics.json, figures).
     export_dir: where the SavedModel goes (e.g. saved_models/<experiment>/seed_<n>).
     log: progress sink.
     strategy: tf.distribute strategy (default: the current/default one).
-    method: a prebuilt method object (latent mixup passes one holding its bank);
-      default builds `cfg.method` from the registry.
     splits: prebuilt data splits (default: loaded from `cfg.data`).
-    rebuild: retrain even if a finished run with the same key exists.
-    report_figures / report_notes: extra figures and notes for the report.
+    rebuild: stage names to redo (and everything downstream of them).
+    reference_network: export dir of the dataset's reference classifier, for methods that
+      measure generated images in its features (latent mixup's Fréchet distance).
   Returns:
     The metrics dict (also written to `<workdir>/metrics.json`).
   """
+  rebuild = stages.downstream(rebuild)
   if splits is None:
     splits = make_splits(load_dataset(cfg.data.name, cfg.data.data_dir, log=log), cfg.data)
-  key = run_key(cfg, splits.fingerprint)
   strategy = strategy or tf.distribute.get_strategy()
   chief = distribute.is_chief(strategy)
-  cached = None if rebuild or not chief else cached_result(workdir, export_dir, key)
-  cached = distribute.broadcast_json(strategy, cached)  # workers follow the chief
-  if cached is not None:
-    log(f"{cfg.name}: cached classifier found in {workdir} (same config and data); reusing it")
-    return cached
-  if chief:
-    prepare_workdir(workdir, key, log, fresh=rebuild)
-  info = get_info(cfg.data.name)
-  keras.utils.set_random_seed(cfg.seed)
-  with strategy.scope():
-    model = build_classifier(cfg.model, info.image_shape,
-                             sync_batch_norm=strategy.num_replicas_in_sync > 1)
-  method = method or build_method(cfg.method)
-  t0 = time.time()
-  history = train(model, method, splits, cfg.data, cfg.train, workdir, cfg.seed, strategy, log)
-  train_seconds = time.time() - t0
-  if not chief:  # the worker's temp dir goes; it waits for the chief's metrics
-    temp = distribute.worker_dir(workdir, strategy)
-    shutil.rmtree(temp, ignore_errors=True)
-    if os.path.isdir(os.path.dirname(temp)) and not os.listdir(os.path.dirname(temp)):
-      os.rmdir(os.path.dirname(temp))
+  method = build_method(cfg.method, MethodContext(
+      splits=splits, dataset=cfg.data.name, workdir=workdir, seed=cfg.seed,
+      batch_size=cfg.data.batch_size, strategy=strategy, log=log, rebuild=tuple(rebuild),
+      reference_network=reference_network))
+  clf = classifier_stage(cfg, method, splits, os.path.join(workdir, CLASSIFIER_DIR),
+                         export_dir, strategy, log, rebuild="classifier" in rebuild)
+  if not chief:
     return distribute.broadcast_json(strategy, None)
-  if strategy.num_replicas_in_sync > 1 or distribute.num_workers(strategy) > 1:
-    model = single_device_copy(model, cfg, info.image_shape)
+  ev = evaluation_stage(export_dir, splits.x_test, splits.y_test, cfg.eval,
+                        os.path.join(workdir, EVALUATION_DIR), log,
+                        rebuild="evaluation" in rebuild, x_val=splits.x_val, y_val=splits.y_val,
+                        cache_dir=corrupted_cache_dir(cfg.data.data_dir))
+  out = clf.outputs
+  extra = method.report(workdir)
+  metrics = {"train_seconds": out["train_seconds"],
+             "final/train_accuracy": out["final/train_accuracy"],
+             "final/val_accuracy": out["final/val_accuracy"], **ev.outputs, **extra["metrics"],
+             "stage/classifier/seconds": clf.record["seconds"],
+             "stage/evaluation/seconds": ev.record["seconds"]}
+  log(f"{cfg.name}: classifier {clf.status}, evaluation {ev.status}; " + "  ".join(
+      f"{k}={metrics[k]:.4f}" for k in ("test/accuracy", "blur/area", "deepfool/rho_adv")
+      if k in metrics))
+  _write_report(cfg, workdir, export_dir, splits, metrics, out["history"], extra)
+  export.update_metadata(export_dir, {"metrics": metrics})
+  result = {**metrics, "run_key": clf.record["key_hash"],
+            "stages": {"classifier": clf.status, "evaluation": ev.status}}
+  export.write_json_atomic(os.path.join(workdir, METRICS_FILE), result)
+  return distribute.broadcast_json(strategy, result)
 
-  metadata = {"experiment": cfg.name, "config": to_dict(cfg), "run_key": key,
-              "dataset": info.name, "data_fingerprint": splits.fingerprint,
-              "method": method.name, "history": history}
-  export.export_classifier(model, export_dir, info.image_shape, metadata)
-  log(f"exported SavedModel to {export_dir}")
 
-  serving_fn = export.load_classifier(export_dir)
-  probs = predict_probabilities(serving_fn, splits.x_test, cfg.eval.batch_size)
-  preds = probs.argmax(-1)
-  metrics = {"test/accuracy": float(np.mean(preds == splits.y_test)),
-             "train_seconds": train_seconds,
-             "final/train_accuracy": history[-1]["train/accuracy"] if history else float("nan"),
-             "final/val_accuracy": history[-1]["val/accuracy"] if history else float("nan")}
-  from latmix_tf.evaluation import evaluate_saved_model  # pylint: disable=import-outside-toplevel
-  robustness = evaluate_saved_model(export_dir, splits.x_test, splits.y_test, cfg.eval,
-                                    os.path.join(workdir, "evaluation"), log=log)
-  metrics.update({k: v for k, v in robustness.items() if isinstance(v, (int, float))})
-  log(f"{cfg.name}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-
+def _write_report(cfg, workdir, export_dir, splits, metrics, history, extra) -> None:
+  info = get_info(cfg.data.name)
+  preds = predict_probabilities(export.load_classifier(export_dir), splits.x_test,
+                                cfg.eval.batch_size).argmax(-1)
   figs = [reports.plot_training_curves(history, os.path.join(workdir, "training_curves.png")),
           reports.plot_prediction_grid(splits.x_test[:32], splits.y_test[:32], preds[:32],
                                        info.class_names, os.path.join(workdir, "predictions.png")),
           reports.plot_confusion_matrix(
               reports.confusion_matrix(splits.y_test, preds, info.num_classes),
               info.class_names, os.path.join(workdir, "confusion_matrix.png"))]
-  eval_dir = os.path.join(workdir, "evaluation")
+  eval_dir = os.path.join(workdir, EVALUATION_DIR)
   figs += sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir) if f.endswith(".png"))
   reports.write_markdown(os.path.join(workdir, "report.md"), f"{cfg.name} (seed {cfg.seed})",
-                         cfg.description, metrics, list(report_figures) + figs,
-                         notes=[f"SavedModel: {export_dir}", f"data: {splits.fingerprint}",
-                                *report_notes])
-  metadata["metrics"] = metrics
-  export.write_json_atomic(os.path.join(export_dir, export.METADATA_FILE), metadata)
-  export.write_json_atomic(os.path.join(workdir, METRICS_FILE), {**metrics, "run_key": key})
-  return distribute.broadcast_json(strategy, {**metrics, "run_key": key})
+                         cfg.description, metrics, list(extra["figures"]) + figs,
+                         notes=[f"SavedModel: {export_dir}",
+                                f"data: {splits.fingerprint} ({splits.data_integrity}: "
+                                f"{_INTEGRITY[splits.data_integrity]})",
+                                f"every attack's hyper-parameters: "
+                                f"{os.path.join(EVALUATION_DIR, ATTACK_CONFIG_FILE)}",
+                                *sanity_notes(eval_dir), *extra["notes"]])
+
+
+def corrupted_cache_dir(data_dir: Optional[str]) -> Optional[str]:
+  """`<data folder>/corrupted`, where the corrupted test sets are cached (keyed by their
+  config), if the data folder is writable; else None (generated in memory each time)."""
+  root = resolve_data_dir(data_dir)
+  return os.path.join(root, "corrupted") if os.access(root, os.W_OK) else None
+
+
+def _outermost_worker_temp(path: str) -> str:
+  """The highest `workertemp_<i>` folder on `path` (a worker's run may sit inside one)."""
+  parts = os.path.normpath(path).split(os.sep)
+  for i, part in enumerate(parts):
+    if re.fullmatch(r"workertemp_\d+", part):
+      return os.sep.join(parts[:i + 1]) or os.sep
+  return path
 
 
 def single_device_copy(model: keras.Model, cfg: ExperimentConfig, image_shape) -> keras.Model:

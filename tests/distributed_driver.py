@@ -42,7 +42,7 @@ def bank_inputs(data_dir):
 def build_bank(data_dir, bank_dir, strategy=None):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from latmix_tf.generative import generator_checkpoint_hash  # pylint: disable=import-outside-toplevel
-  from latmix_tf.latent_bank import build_or_load_bank  # pylint: disable=import-outside-toplevel
+  from latmix_tf.latent.bank import build_or_load_bank  # pylint: disable=import-outside-toplevel
   gen, x, y, cfg = bank_inputs(data_dir)
   bank = build_or_load_bank(gen, None, x, y, cfg, bank_dir, {"generator": "test"}, seed=1,
                             strategy=strategy, log=functools.partial(print, flush=True))
@@ -95,7 +95,7 @@ def run_mirrored(out, data_dir):
       weights, gmeta = generator_weights(kind, data_dir, os.path.join(out, f"{kind}_{name}"),
                                           strategy)
       result.update({f"{kind}_{name}_{i}": w for i, w in enumerate(weights)})
-      meta[f"{kind}_{name}_history"] = gmeta["history"]
+      meta[f"{kind}_{name}_history"] = gmeta["outputs"]["history"]
     bank = build_bank(data_dir, os.path.join(out, f"bank_{name}"), strategy)
     result.update({f"bank_{name}_{k}": v for k, v in bank.items()})
   meta["replicas"] = strategies["mirrored"].num_replicas_in_sync

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from latmix_tf import attacks
+from latmix_tf.training.method import soft_cross_entropy
 
 
 def _linear_model(num_classes=3, shape=(6, 6, 1), seed=0):
@@ -62,7 +63,7 @@ def test_eps_zero_is_identity_and_keeps_accuracy(attack):
 def test_perturbations_respect_eps_and_box(eps):
   model = _conv_model()
   x, y = _data(shape=(8, 8, 1), num_classes=5)
-  clean_loss = tf.reduce_mean(attacks.soft_cross_entropy(model(x), y))
+  clean_loss = tf.reduce_mean(soft_cross_entropy(y, model(x)))
   for x_adv in (attacks.fgsm(model, x, y, eps),
                 attacks.fgsm(model, x, y, eps, random_start=True, seed=tf.constant([0, 1])),
                 attacks.pgd(model, x, y, eps, 7, 2.5 * eps / 7, seed=tf.constant([0, 2]))):
@@ -70,7 +71,7 @@ def test_perturbations_respect_eps_and_box(eps):
     assert np.abs(delta).max() <= eps + 1e-6
     assert np.abs(delta).max() > 0.5 * eps  # it moved
     assert x_adv.numpy().min() >= 0.0 and x_adv.numpy().max() <= 1.0
-    adv_loss = tf.reduce_mean(attacks.soft_cross_entropy(model(x_adv), y))
+    adv_loss = tf.reduce_mean(soft_cross_entropy(y, model(x_adv)))
     assert float(adv_loss) > float(clean_loss)
 
 
@@ -78,7 +79,7 @@ def test_pgd_is_stronger_than_fgsm_and_random_start_is_seeded():
   fn, _, _ = _linear_model()
   x, y = _data(n=64)
   eps = 0.05
-  loss = lambda z: float(tf.reduce_mean(attacks.soft_cross_entropy(fn(z), y)))
+  loss = lambda z: float(tf.reduce_mean(soft_cross_entropy(y, fn(z))))
   a = attacks.pgd(fn, x, y, eps, 10, 0.0125, seed=tf.constant([1, 2]))
   b = attacks.pgd(fn, x, y, eps, 10, 0.0125, seed=tf.constant([1, 2]))
   c = attacks.pgd(fn, x, y, eps, 1, 0.0, seed=tf.constant([1, 3]))  # random start only

@@ -193,14 +193,15 @@ def test_report_without_reference_or_with_one_seed(tmp_path):
 
 def test_member_layout_and_recorded_stage_times(tmp_path):
   from experiments import compare  # pylint: disable=import-outside-toplevel
-  cli_wd = tmp_path / "wd" / "compare_mnist" / "quick" / "seed_0"
-  assert compare.members_root(str(cli_wd), "compare_mnist", "quick") == str(tmp_path / "wd")
-  assert compare.member_workdir(str(tmp_path / "wd"), "pgd_at_mnist", "quick", 2) == str(
+  from experiments.common import RunContext, run_workdir, runs_root  # pylint: disable=import-outside-toplevel
+  from latmix_tf import stages  # pylint: disable=import-outside-toplevel
+  cli = RunContext(workdir=str(tmp_path / "wd" / "compare_mnist" / "quick" / "seed_0"),
+                   export_root="sm", root=str(tmp_path / "wd"))
+  assert runs_root(cli) == str(tmp_path / "wd")  # the CLI says where runs live
+  assert run_workdir(runs_root(cli), "pgd_at_mnist", "quick", 2) == str(
       tmp_path / "wd" / "pgd_at_mnist" / "quick" / "seed_2")
-  worker = tmp_path / "wd" / "compare_mnist" / "quick" / "workertemp_1" / "seed_0"
-  assert compare.members_root(str(worker), "compare_mnist", "quick") == str(tmp_path / "wd")
-  other = tmp_path / "somewhere"  # not the CLI layout: members stay inside the workdir
-  assert compare.members_root(str(other), "compare_mnist", "quick") == str(other / "members")
+  other = RunContext(workdir=str(tmp_path / "somewhere"), export_root="sm")
+  assert runs_root(other) == str(tmp_path / "somewhere" / "members")  # no root: inside
   assert compare.select_methods(("gat", "erm")) == ("erm", "gat")
   # The plain-DCGAN ablation runs only on request.
   assert "latent_mixup_dcgan_plain" not in compare.select_methods(None)
@@ -210,19 +211,16 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   with pytest.raises(ValueError, match="valid: erm, mixup, manifold_mixup"):
     compare.select_methods(("erm", "vat"))
 
-  member = tmp_path / "lm"
-  for rel, record in (
-      ("generator/generator.json", {"train_seconds": 100.0, "checkpoint_hash": "g1"}),
-      ("inversion/encoder-a/encoder.json", {"key": {"generator": "g1"},
-                                            "history": [{"seconds": 7.0}, {"seconds": 8.0}]}),
-      ("inversion/encoder-old/encoder.json", {"key": {"generator": "g0"},  # replaced generator
-                                              "history": [{"seconds": 999.0}]}),
-      ("bank/bank.json", {"key": {"generator": "g1"}, "build_seconds_this_run": 30.0})):
-    (member / rel).parent.mkdir(parents=True, exist_ok=True)
-    (member / rel).write_text(json.dumps(record))
+  member = tmp_path / "lm"  # the generative stages' recorded work, read from their records
+  for name, seconds in (("generator", 100.0), ("encoder", 15.0), ("bank", 30.0)):
+    stages.run_stage(stages.Stage(name, str(member / name), {"k": name}),
+                     lambda resumed: (None, {}), lambda record: None, log=lambda s: None)
+    record = stages.read_record(str(member / name))
+    record["seconds"] = seconds
+    (member / name / "stage.json").write_text(json.dumps(record))
+  (member / "classifier").mkdir()
   assert compare.generative_seconds(str(member)) == 145.0
   assert compare.generative_seconds(str(tmp_path / "erm")) == 0.0
-
 
 
 def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path):
@@ -237,7 +235,8 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
 
   def run(methods, seeds):
     logs = []
-    ctx = RunContext(workdir=wd, export_root=sm, log=logs.append, methods=methods, seeds=seeds)
+    ctx = RunContext(workdir=wd, export_root=sm, log=logs.append, methods=methods, seeds=seeds,
+                     root=str(root))
     return exp.run(cfg, ctx), logs
 
   with pytest.raises(ValueError, match="Unknown method.*'adamix'.*valid: erm, mixup"):
@@ -251,8 +250,8 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
 
   # 2. The comparison at seed 0 reuses it and trains only mixup; one seed: no CI, no test.
   out, logs = run(("mixup", "erm"), (0,))
-  assert "[1/2] erm seed 0: cached" in "\n".join(logs)
-  assert any(line.startswith("[2/2] mixup seed 0: trained") for line in logs)
+  assert "[1/2] erm seed 0: classifier cached, evaluation cached" in "\n".join(logs)
+  assert any(line.startswith("[2/2] mixup seed 0: classifier built") for line in logs)
   assert out["runs"]["erm"][0]["test/accuracy"] == erm_metrics["test/accuracy"]
   assert os.path.isfile(os.path.join(sm, "mixup_fmnist-smoke", "seed_0", "saved_model.pb"))
   md = open(out["report"]).read()
@@ -261,8 +260,10 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   # 3. "Resumed" with a second seed: seed 0 members are cached, seed 1 trained.
   out, logs = run(("erm", "mixup"), (0, 1))
   text = "\n".join(logs)
-  assert "[1/4] erm seed 0: cached" in text and "[2/4] mixup seed 0: cached" in text
-  assert "[3/4] erm seed 1: trained" in text and "[4/4] mixup seed 1: trained" in text
+  assert "[1/4] erm seed 0: classifier cached" in text
+  assert "[2/4] mixup seed 0: classifier cached" in text
+  assert "[3/4] erm seed 1: classifier built" in text
+  assert "[4/4] mixup seed 1: classifier built" in text
   assert os.path.isdir(root / "mixup_fmnist" / "smoke" / "seed_1")
   with open(out["results_csv"]) as f:
     rows = list(csv.DictReader(f))
@@ -284,7 +285,7 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
        f"--workdir={root}", f"--export_dir={sm}"],
       capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.count(": cached (") == 4, proc.stdout[-3000:]
+  assert proc.stdout.count(": classifier cached, evaluation cached (") == 4, proc.stdout[-3000:]
   assert f"report: {os.path.join(wd, 'report.md')}" in proc.stdout
 
 
@@ -296,3 +297,49 @@ def test_scatter_names_one_point_of_a_cluster():
   figures._label_points(ax, [("ERM", 0.05, 90.4), ("Latent-Mixup (VAE)", 0.051, 90.5),
                              ("PGD-AT", 0.25, 78.7), ("no test", float("nan"), 80.0)])
   assert [t.get_text() for t in ax.texts] == ["ERM", "PGD-AT"]
+
+
+def test_ablation_family_reports_against_erm_and_default_latent_mixup(tiny_data_dir, tmp_path):
+  import experiments  # pylint: disable=import-outside-toplevel
+  from experiments import compare  # pylint: disable=import-outside-toplevel
+  from experiments.common import RunContext  # pylint: disable=import-outside-toplevel
+  exp = experiments.get("ablation_fmnist")
+  cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
+  assert cfg.methods == compare.ABLATION_METHODS and len(cfg.methods) == 9
+  assert cfg.references == ("erm", "latent_mixup")
+  with pytest.raises(ValueError, match="Unknown method.*'mixup'"):  # not in this family
+    exp.run(cfg, RunContext(workdir=str(tmp_path / "x"), export_root=str(tmp_path / "sm"),
+                            methods=("mixup",)))
+  root = tmp_path / "wd"
+  ctx = RunContext(workdir=str(root / "ablation_fmnist" / "smoke" / "seed_0"),
+                   export_root=str(tmp_path / "sm"), log=lambda s: None, root=str(root),
+                   methods=("erm", "latent_mixup", "latent_mixup_inmix"), seeds=(0,),
+                   results_root=str(tmp_path / "results"))
+  out = exp.run(cfg, ctx)
+  vs_default = os.path.join(ctx.workdir, "vs_latent_mixup", "report.md")
+  assert out["report"] == os.path.join(ctx.workdir, "report.md")
+  assert "against ERM" in open(out["report"]).read()
+  assert "against Latent-Mixup (GAN)" in open(vs_default).read()
+  with open(os.path.join(ctx.workdir, "vs_latent_mixup", "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert {r["method"] for r in rows} == {"erm", "latent_mixup", "latent_mixup_inmix"}
+  assert not (tmp_path / "results").exists()  # smoke runs are never published
+  trained = experiments.get("latent_mixup_inmix_fmnist").get_config(scale="smoke", seed=0)
+  assert trained.method.input_mixup_alpha == 1.0 and trained.name == "latent_mixup_inmix_fmnist"
+
+
+def test_publish_summary_copies_csv_report_and_figures(tmp_path):
+  from latmix_tf.comparison import publish_summary, write_comparison_report  # pylint: disable=import-outside-toplevel
+  runs = {m: {s: {"test/accuracy": 0.9 + 0.01 * s + (0.02 if m == "mixup" else 0.0),
+                  "blur/acc@0.0": 0.9, "blur/acc@1.0": 0.5 + 0.01 * s, "blur/area": 0.7,
+                  "deepfool/rho_adv": 0.05 + 0.001 * s, "train_seconds": 10.0}
+              for s in range(3)} for m in ("erm", "mixup")}
+  report = write_comparison_report(str(tmp_path / "wd"), runs, "t", reference="erm")
+  md = publish_summary(report, str(tmp_path / "results"), "compare_fmnist_full")
+  assert md == str(tmp_path / "results" / "compare_fmnist_full.md")
+  assert (tmp_path / "results" / "compare_fmnist_full.csv").read_text() == open(
+      report["csv"]).read()
+  text = open(md).read()
+  pngs = [os.path.basename(p) for p in report["figures"] if p.endswith(".png")]
+  assert pngs and all(f"](compare_fmnist_full/{p})" in text for p in pngs)
+  assert all((tmp_path / "results" / "compare_fmnist_full" / p).is_file() for p in pngs)

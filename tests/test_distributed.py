@@ -146,7 +146,7 @@ def test_two_workers_share_the_bank_and_the_chief_exports_the_model(tiny_data_di
     np.testing.assert_array_equal(gans[1][f"arr_{k}"], gans[0][f"arr_{k}"])
     np.testing.assert_allclose(gans[0][f"arr_{k}"], want, rtol=1e-4, atol=1e-5)
   records = [json.loads((tmp_path / f"gan_worker{i}.json").read_text()) for i in range(2)]
-  assert records[0] == records[1] and records[0]["status"] == "complete"
+  assert records[0] == records[1] and records[0]["state"] == "done"
   assert glob.glob(str(tmp_path / "gan" / "checkpoints" / "ckpt-1.index"))
   assert not glob.glob(str(tmp_path / "workertemp_1" / "gan" / "checkpoints" / "*"))
 

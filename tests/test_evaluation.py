@@ -13,8 +13,9 @@ import tensorflow as tf
 from latmix_tf import export
 from latmix_tf.config import EvalConfig
 from latmix_tf.data import load_dataset
-from latmix_tf.evaluation import (EVALUATION_FILE, PNG_FILES, calibration, evaluate_saved_model,
-                                  gaussian_blur, run_deepfool, summarize)
+from latmix_tf.evaluation import (ATTACK_CONFIG_FILE, EVALUATION_FILE, PNG_FILES, calibration,
+                                  evaluate_saved_model, gaussian_blur, run_deepfool, sanity_notes,
+                                  summarize)
 
 # ---------------------------------------------------------------- blur
 
@@ -174,10 +175,18 @@ def test_evaluate_saved_model_end_to_end(trained_cnn, tmp_path):
   export_dir = export.export_classifier(model, str(tmp_path / "model"), (28, 28, 1))
   x, y = arrays.x_train[:64], arrays.y_train[:64]
   cfg = EvalConfig(blur_sigmas=(0.0, 1.0, 2.0), deepfool_samples=16, attack_epsilons=(0.0, 0.1),
-                   pgd_steps=3, batch_size=32, deepfool_batch_size=8)
-  out = str(tmp_path / "eval")
+                   pgd_steps=3, batch_size=32, deepfool_batch_size=8,
+                   autoattack_budgets=(("Linf", 0.1), ("L2", 1.0)), autoattack_version="cheap",
+                   autoattack_samples=16, autoattack_iters=10,
+                   apgd_curve_epsilons=(0.0, 0.05, 0.1),
+                   apgd_curve_iters=5, apgd_curve_samples=16,
+                   corruptions=("shot_noise", "rotate", "stripe"), corruption_samples=24,
+                   sanity_samples=16, sanity_unbounded_steps=5)
+  out, cache = str(tmp_path / "eval"), str(tmp_path / "corrupted")
   logs = []
-  metrics = evaluate_saved_model(export_dir, x, y, cfg, out, log=logs.append)
+  metrics = evaluate_saved_model(export_dir, x, y, cfg, out, log=logs.append,
+                                 x_val=arrays.x_train[64:128], y_val=arrays.y_train[64:128],
+                                 cache_dir=cache)
   with open(os.path.join(out, EVALUATION_FILE)) as f:
     record = json.load(f)
   assert record["metrics"] == pytest.approx(metrics, nan_ok=True)
@@ -192,7 +201,83 @@ def test_evaluate_saved_model_end_to_end(trained_cnn, tmp_path):
   assert metrics["deepfool/samples"] == 16 and 0 < metrics["deepfool/rho_adv"] < 1
   assert 0 <= metrics["calibration/ece"] <= 1 and metrics["calibration/nll"] > 0
   assert record["curves"]["attacks"]["eps"] == [0.0, 0.1] and logs
+  # AutoAttack: per budget, the worst case is below the clean accuracy of the same images.
+  for budget in ("Linf@0.1", "L2@1.0"):
+    robust = metrics[f"autoattack/{budget}/robust_accuracy"]
+    assert robust <= metrics[f"autoattack/{budget}/clean_accuracy"]
+    assert robust == metrics[f"autoattack/{budget}/after_apgd-t"]
+  assert metrics["apgd/acc@0.0"] >= metrics["apgd/acc@0.1"]
+  # Corruptions: 3 MNIST-C sets at MNIST-C's own severity; mCA is their mean.
+  names = ("shot_noise", "rotate", "stripe")
+  assert metrics["corruption/mca"] == pytest.approx(
+      np.mean([metrics[f"corruption/{n}/accuracy"] for n in names]))
+  assert metrics["corruption/samples"] == 24 and len(os.listdir(cache)) == 1
+  # Calibration before / after temperature scaling, clean and corrupted.
+  for key in ("ece", "nll", "brier", "ece_ts", "nll_ts", "brier_ts", "corrupted_ece",
+              "corrupted_ece_ts", "corrupted_brier"):
+    assert np.isfinite(metrics[f"calibration/{key}"]), key
+  assert 0.01 <= metrics["calibration/temperature"] <= 100
+  # Sanity checks: every check that ran has a 0/1 key and a record; Square did not run.
+  ran = [c for c in record["sanity"] if c["passed"] is not None]
+  assert {f"sanity/{c['name']}" for c in ran} <= set(metrics)
+  assert metrics["sanity/failed"] == sum(not c["passed"] for c in ran)
+  assert "sanity/black_box_not_stronger" not in metrics
+  assert "sanity/input_gradients_nonzero" in metrics and "sanity/apgd_loss_increases" in metrics
+  with open(os.path.join(out, ATTACK_CONFIG_FILE)) as f:
+    hyper = json.load(f)
+  assert hyper["pgd"]["steps"] == 3 and hyper["autoattack"]["Linf@0.1"]["apgd_n_iter"] == 10
+  assert len(sanity_notes(out)) == len(record["sanity"])
   with pytest.raises(ValueError, match="expects images of shape"):
     evaluate_saved_model(export_dir, np.zeros((4, 32, 32, 3), np.uint8), y[:4], cfg, out)
   with pytest.raises(FileNotFoundError):
     evaluate_saved_model(str(tmp_path / "missing"), x, y, cfg, out)
+
+
+# ---------------------------------------------------------------- comparison columns
+
+
+def _suite_metrics(acc, aa_linf, aa_l2, mca, brier, ece_ts, corr):
+  return {"test/accuracy": acc, "pgd/acc@0.1": aa_linf + 0.05,
+          "autoattack/Linf@0.1/robust_accuracy": aa_linf,
+          "autoattack/Linf@0.2/robust_accuracy": aa_linf / 2,
+          "autoattack/L2@0.5/robust_accuracy": aa_l2, "corruption/mca": mca,
+          "calibration/brier": brier, "calibration/ece": 2 * ece_ts,
+          "calibration/ece_ts": ece_ts, "corruption/fog/accuracy": corr[0],
+          "corruption/rotate/accuracy": corr[1], "autoattack/samples": 16}
+
+
+def test_comparison_tests_the_new_headline_columns_and_the_relative_corruption_error(tmp_path):
+  from latmix_tf.comparison import metrics as cm, summary, write_comparison_report
+  erm = {s: _suite_metrics(0.9 + 0.01 * s, 0.1, 0.2, 0.7, 0.15, 0.02, (0.8 - 0.01 * s, 0.6))
+         for s in range(3)}
+  pgd_at = {s: _suite_metrics(0.85 + 0.01 * s, 0.5 + 0.003 * s, 0.4 + 0.01 * s ** 2,
+                              0.6 + 0.02 * s ** 2, 0.25 - 0.01 * s, 0.03 + 0.004 * s ** 2,
+                              (0.6, 0.2 + 0.01 * s)) for s in range(3)}
+  runs = {"erm": erm, "pgd_at": pgd_at}
+  keys = cm.report_metrics(runs)
+  head = cm.headline_metrics(keys, robust_eps=0.1)
+  assert head == ["test/accuracy", "pgd/acc@0.1", "autoattack/L2@0.5/robust_accuracy",
+                  "autoattack/Linf@0.1/robust_accuracy", "corruption/mca",
+                  "calibration/ece", "calibration/ece_ts", "calibration/brier"]
+  assert cm.metric_label("autoattack/Linf@0.1/robust_accuracy") == "AutoAttack acc Linf ε=0.1 (%)"
+  assert cm.at_value("autoattack/L2@0.5/robust_accuracy") == 0.5
+  assert not cm.higher_is_better("calibration/brier") and cm.higher_is_better("corruption/mca")
+  family = summary.family_metrics(keys, robust_eps=0.1)
+  assert set(family) == set(head)  # every headline column is in the Holm family
+  rows = summary.summarize(runs, robust_eps=0.1)
+  tested = [r for r in rows if r["in_family"] and np.isfinite(r["p_vs_ref"])]
+  assert {r["metric"] for r in tested} >= {"autoattack/Linf@0.1/robust_accuracy",
+                                            "calibration/brier", "corruption/mca"}
+  assert all(r["p_holm"] >= r["p_vs_ref"] for r in tested)
+  # mCE-style ratio: ERM's per-corruption error averaged over seeds is the denominator.
+  derived = cm.with_relative_corruption_error(runs, "erm")
+  ref_err = {"fog": np.mean([0.2 + 0.01 * s for s in range(3)]), "rotate": 0.4}
+  for s in range(3):
+    expected = np.mean([0.4 / ref_err["fog"], (0.8 - 0.01 * s) / ref_err["rotate"]])
+    assert derived["pgd_at"][s]["corruption/mce_vs_ref"] == pytest.approx(expected)
+  assert np.mean([derived["erm"][s]["corruption/mce_vs_ref"] for s in range(3)]) == \
+      pytest.approx(1.0)
+  out = write_comparison_report(str(tmp_path), runs, "t", robust_eps=0.1)
+  text = open(out["markdown"]).read()
+  assert "AutoAttack acc Linf ε=0.1 (%)" in text and "mCA (%)" in text
+  assert "corruption error / reference's" in text

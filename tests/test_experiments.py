@@ -4,6 +4,7 @@ Each smoke run goes through the real path: data loading (tiny canonical files), 
 training loop, SavedModel export, evaluation from the SavedModel and the report.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,27 +13,36 @@ import sys
 import pytest
 
 import experiments
+from latmix_tf import stages
 from experiments.common import RunContext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# compare_* experiments run all methods: they have their own tests.
-SMOKE = sorted(n for n in experiments.EXPERIMENTS if not n.startswith("compare_"))
+# compare_* / ablation_* experiments run many members: they have their own tests.
+SMOKE = sorted(n for n in experiments.EXPERIMENTS
+               if not n.startswith(("compare_", "ablation_")))
+
+
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory):
+  """Where runs other experiments need live (latent mixup's reference `erm_<ds>`), shared
+  by the smoke tests so each dataset's reference network is trained once."""
+  return tmp_path_factory.mktemp("runs")
 
 
 @pytest.mark.parametrize("name", SMOKE)
-def test_smoke(name, tiny_data_dir, tmp_path):
+def test_smoke(name, tiny_data_dir, tmp_path, shared_root):
   exp = experiments.get(name)
   cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
-  ctx = RunContext(workdir=str(tmp_path / "wd"), export_root=str(tmp_path / "sm"),
-                   log=lambda s: None)
+  ctx = RunContext(workdir=str(tmp_path / "wd"), export_root=str(shared_root / "sm"),
+                   log=lambda s: None, root=str(shared_root))
   metrics = exp.run(cfg, ctx)
   assert 0.0 <= metrics["test/accuracy"] <= 1.0
   for key in ("blur/area", "deepfool/rho_adv", "calibration/ece"):
     assert key in metrics, key
   report = tmp_path / "wd" / "report.md"
   assert report.exists() and "test/accuracy" in report.read_text()
-  export_dir = tmp_path / "sm" / f"{name}-smoke" / "seed_0"
+  export_dir = shared_root / "sm" / f"{name}-smoke" / "seed_0"
   meta = json.loads((export_dir / "metadata.json").read_text())
   assert meta["experiment"] == name and meta["metrics"]["test/accuracy"] == metrics["test/accuracy"]
 
@@ -44,9 +54,34 @@ def test_second_run_is_cached(tiny_data_dir, tmp_path):
   ctx = RunContext(workdir=str(tmp_path / "wd"), export_root=str(tmp_path / "sm"),
                    log=logs.append)
   first = exp.run(cfg, ctx)
+  assert first.pop("stages") == {"classifier": "built", "evaluation": "built"}
   logs.clear()
   second = exp.run(cfg, ctx)
-  assert any("cached" in line for line in logs) and second == first
+  assert second.pop("stages") == {"classifier": "cached", "evaluation": "cached"}
+  assert not any(line.startswith("epoch") for line in logs) and second == first
+  for stage in ("classifier", "evaluation"):
+    assert stages.read_record(str(tmp_path / "wd" / stage))["status"] == "cached"
+
+
+def test_changed_evaluation_config_reevaluates_without_retraining(tiny_data_dir, tmp_path):
+  exp = experiments.get("erm_fmnist")
+  cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
+  ctx = RunContext(workdir=str(tmp_path / "wd"), export_root=str(tmp_path / "sm"),
+                   log=lambda s: None)
+  first = exp.run(cfg, ctx)
+  ckpt = tmp_path / "wd" / "classifier" / "checkpoints"
+  weights_before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+  saved_model = (tmp_path / "sm" / "erm_fmnist-smoke" / "seed_0" / "saved_model.pb").read_bytes()
+  wider = dataclasses.replace(cfg, eval=dataclasses.replace(
+      cfg.eval, blur_sigmas=cfg.eval.blur_sigmas + (3.0,)))
+  second = exp.run(wider, ctx)
+  assert second["stages"] == {"classifier": "cached", "evaluation": "built"}
+  assert "blur/acc@3.0" in second and "blur/acc@3.0" not in first
+  assert second["test/accuracy"] == first["test/accuracy"]
+  assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == weights_before  # not retrained
+  assert (tmp_path / "sm" / "erm_fmnist-smoke" / "seed_0" / "saved_model.pb").read_bytes() \
+      == saved_model
+  assert len(list((tmp_path / "wd").glob("evaluation.stale-*"))) == 1  # old one kept aside
 
 
 def _main(*args):
@@ -78,8 +113,14 @@ def test_cli_smoke_run_and_evaluate(tiny_data_dir, tmp_path):
   model = tmp_path / "sm" / "erm_fmnist-smoke" / "seed_0"
   proc = _main(f"--evaluate={model}", *common)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  out = tmp_path / "wd" / "evaluate" / "fashion_mnist_seed_0" / "evaluation.json"
-  assert "deepfool/rho_adv" in json.loads(out.read_text())["metrics"]
+  out = tmp_path / "wd" / "evaluate" / "fashion_mnist_erm_fmnist-smoke_seed_0"
+  metrics = json.loads((out / "evaluation.json").read_text())["metrics"]
+  for key in ("deepfool/rho_adv", "autoattack/Linf@0.1/robust_accuracy", "corruption/mca",
+              "calibration/brier", "calibration/ece_ts", "calibration/corrupted_ece"):
+    assert key in metrics, key  # the whole suite, at --evaluate's own budgets
+  assert stages.read_record(str(out))["status"] == "built"
+  again = _main(f"--evaluate={model}", *common)  # an evaluation stage: the second is cached
+  assert again.returncode == 0 and stages.read_record(str(out))["status"] == "cached"
   bad = _main(f"--evaluate={tmp_path}", *common)
   assert bad.returncode == 2 and "No SavedModel" in bad.stderr
 
@@ -93,6 +134,10 @@ def test_run_key_ignores_where_the_data_came_from_but_not_what_is_computed():
   other = experiments.get("erm_fmnist").get_config(scale="quick", seed=0, data_dir=None)
   assert run_key(base, "fp") != run_key(other, "fp")
   assert run_key(base, "fp") != run_key(base, "other-data")
+  # Evaluation is a stage of its own: its config does not key the trained classifier.
+  cheaper = dataclasses.replace(base, eval=dataclasses.replace(base.eval, pgd_steps=1))
+  assert run_key(base, "fp") == run_key(cheaper, "fp")
+  assert run_key(base, "fp") != run_key(base, "fp", {"bank": "other"})
 
 
 def test_library_never_imports_experiments_or_flags():

@@ -32,8 +32,9 @@ import tensorflow as tf
 
 from latmix_tf.config import DataConfig, GeneratorConfig, InversionConfig, ModelConfig, TrainConfig
 from latmix_tf.data import load_dataset, make_splits
-from latmix_tf.generative import train_or_load_generator
-from latmix_tf.latent_bank import LatentBank, build_or_load_bank
+from latmix_tf import stages
+from latmix_tf.generative import generator_stage, train_or_load_generator
+from latmix_tf.latent.bank import LatentBank, build_or_load_bank
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.training import ERM, train
 
@@ -86,6 +87,11 @@ def _assert_close(a, b, path=""):
     assert a == b, path
 
 
+def _state(directory):
+  record = stages.read_record(str(directory))
+  return record["state"] if record else None
+
+
 def _json(path):
   with open(path) as f:
     return json.load(f)
@@ -104,35 +110,38 @@ def test_sigkill_in_every_stage_then_resume_equals_uninterrupted(tiny_data_dir, 
   reference = _start(ref_dir, tiny_data_dir, tmp_path / "ref.log")  # runs alongside
   rng = np.random.default_rng(0)
   wd, cmp = run_dir / "run", run_dir / "compare_wd"
-  stages = [  # (what to wait for, what must still be unfinished at the kill)
+  drills = [  # (what to wait for, what must still be unfinished at the kill)
       ("generator", lambda: glob.glob(str(wd / "generator/checkpoints/ckpt-*.index")),
-       lambda: _json(wd / "generator/generator.json")["status"] != "complete"),
+       lambda: _state(wd / "generator") != "done"),
       ("bank", lambda: glob.glob(str(wd / "bank/chunk-*.npz")),
-       lambda: not (wd / "bank/bank.json").exists()),
+       lambda: _state(wd / "bank") != "done"),
       ("classifier", lambda: glob.glob(str(wd / "classifier/checkpoints/ckpt-*.index")),
-       lambda: not (wd / "classifier/metrics.json").exists()),
-      ("compare", lambda: glob.glob(str(cmp / "erm_fmnist/smoke/seed_0/checkpoints/*.index")),
+       lambda: _state(wd / "classifier") != "done"),
+      ("compare", lambda: glob.glob(
+          str(cmp / "erm_fmnist/smoke/seed_0/classifier/checkpoints/*.index")),
        lambda: not (cmp / COMPARE_RESULTS).exists()),
   ]
-  for i, (name, probe, unfinished) in enumerate(stages):
+  statuses = []  # after each killed run: the record of the stage the previous kill hit
+  for i, (name, probe, unfinished) in enumerate(drills):
     proc = _start(run_dir, tiny_data_dir, tmp_path / f"drill{i}.log")
     # The compare run is short per member: anywhere up to the end of its second member.
     _kill_after(proc, probe, rng, max_delay=2.0 if name == "compare" else 0.2)
     assert proc.returncode == -signal.SIGKILL
     assert unfinished(), f"the kill came after the {name} stage had finished"
+    if i:
+      statuses.append(stages.read_record(str(wd / drills[i - 1][0]))["status"])
   final = _start(run_dir, tiny_data_dir, tmp_path / "final.log")
   assert final.wait(timeout=300) == 0, (tmp_path / "final.log").read_text()[-3000:]
   assert reference.wait(timeout=300) == 0, (tmp_path / "ref.log").read_text()[-3000:]
-  logs = [(tmp_path / f"drill{i}.log").read_text() for i in (1, 2, 3)]
-  logs.append((tmp_path / "final.log").read_text())
-  # Each rerun continued the killed stage instead of starting it over.
-  assert "generator dcgan: resumed from" in logs[0]
-  assert "reused" in logs[1] and "latent bank: chunk 1/" in logs[1]
-  assert "resumed from" in logs[2] and "classifier/checkpoints" in logs[2]
-  assert "cached" in logs[3] or "erm_fmnist/smoke/seed_0/checkpoints" in logs[3]
+  # Each rerun continued the killed stage instead of starting it over: the generator, bank
+  # and classifier records say "resumed"; the compare member killed in training was
+  # resumed (or finished, if the kill came during the next member) - never built anew.
+  assert statuses == ["resumed", "resumed", "resumed"]
+  member = stages.read_record(str(cmp / "erm_fmnist/smoke/seed_0/classifier"))
+  assert member["status"] in ("resumed", "cached") and member["state"] == "done"
 
   ref, run = ref_dir / "run", wd
-  gen_ref, gen_run = _json(ref / "generator/generator.json"), _json(run / "generator/generator.json")
+  gen_ref, gen_run = (stages.read_record(str(d / "generator"))["outputs"] for d in (ref, run))
   assert gen_run["checkpoint_hash"] == gen_ref["checkpoint_hash"]  # bitwise equal weights
   assert _without_timing(gen_run["history"]) == _without_timing(gen_ref["history"])
   bank_ref, bank_run = LatentBank.load(str(ref / "bank")), LatentBank.load(str(run / "bank"))
@@ -144,15 +153,17 @@ def test_sigkill_in_every_stage_then_resume_equals_uninterrupted(tiny_data_dir, 
   for name, value in w_ref.items():
     if isinstance(value, np.ndarray) and value.dtype.kind in "fi":  # not the history string
       np.testing.assert_allclose(w_run[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
-  m_ref, m_run = _json(ref / "classifier/metrics.json"), _json(run / "classifier/metrics.json")
+  m_ref, m_run = _json(ref / "metrics.json"), _json(run / "metrics.json")
+  m_ref.pop("stages"), m_run.pop("stages")
   _assert_close(_without_timing(m_run), _without_timing(m_ref))
   h_ref, h_run = _json(ref / "classifier/history.json"), _json(run / "classifier/history.json")
   _assert_close(_without_timing(h_run), _without_timing(h_ref))
   c_ref, c_run = _json(ref_dir / "compare_wd" / COMPARE_RESULTS), _json(cmp / COMPARE_RESULTS)
   _assert_close(_without_timing(c_run["per_seed"]), _without_timing(c_ref["per_seed"]))
   for member in ("erm_fmnist", "mixup_fmnist"):
-    w_ref = _checkpoint_tensors(str(ref_dir / "compare_wd" / member / "smoke/seed_0/checkpoints"))
-    w_run = _checkpoint_tensors(str(cmp / member / "smoke/seed_0/checkpoints"))
+    w_ref = _checkpoint_tensors(
+        str(ref_dir / "compare_wd" / member / "smoke/seed_0/classifier/checkpoints"))
+    w_run = _checkpoint_tensors(str(cmp / member / "smoke/seed_0/classifier/checkpoints"))
     for name, value in w_ref.items():
       if isinstance(value, np.ndarray) and value.dtype.kind in "fi":
         np.testing.assert_allclose(w_run[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
@@ -221,10 +232,10 @@ def test_truncated_generator_checkpoint_and_bank_files_are_redone(splits, tmp_pa
   final = glob.glob(str(tmp_path / "gen/checkpoints/ckpt-2.data-*"))[0]
   _truncate(final)
   lines = []
-  again = train_or_load_generator(gcfg, sp, str(tmp_path / "gen"), seed=0, log=lines.append)
-  assert any("unreadable" in s for s in lines) and not any("cached" in s for s in lines)
+  again = generator_stage(gcfg, sp, str(tmp_path / "gen"), seed=0, log=lines.append)
+  assert any("unreadable" in s for s in lines) and again.status == "resumed"
   assert any("resumed from" in s and "ckpt-1" in s for s in lines)
-  assert again.checkpoint_hash == gen.checkpoint_hash  # epoch 2 redone, same weights
+  assert again.value.checkpoint_hash == gen.checkpoint_hash  # epoch 2 redone, same weights
 
   icfg = InversionConfig(steps=2, random_starts=True, batch_size=16, chunk_size=32)
   args = (gen, None, sp.x_train, sp.y_train, icfg, str(tmp_path / "bank"), {"g": "x"})
@@ -239,7 +250,7 @@ def test_truncated_generator_checkpoint_and_bank_files_are_redone(splits, tmp_pa
     np.testing.assert_array_equal(getattr(bank, k), getattr(ref, k))
 
 
-def test_truncated_metrics_file_is_recomputed_not_trusted(splits, tmp_path):
+def test_truncated_stage_record_is_not_trusted(splits, tmp_path):
   from latmix_tf.config import EvalConfig, ExperimentConfig  # pylint: disable=import-outside-toplevel
   from latmix_tf.runner import METRICS_FILE, train_and_evaluate  # pylint: disable=import-outside-toplevel
   from latmix_tf.training import ERMConfig  # pylint: disable=import-outside-toplevel
@@ -251,10 +262,16 @@ def test_truncated_metrics_file_is_recomputed_not_trusted(splits, tmp_path):
                       attack_epsilons=(0.0,), pgd_steps=1, attack_samples=4, batch_size=64))
   args = (cfg, str(tmp_path / "wd"), str(tmp_path / "sm"))
   first = train_and_evaluate(*args, log=lambda s: None, splits=sp)
+  _truncate(tmp_path / "wd" / "classifier" / stages.RECORD_FILE)
   _truncate(tmp_path / "wd" / METRICS_FILE)
-  lines = []
-  second = train_and_evaluate(*args, log=lines.append, splits=sp)
-  assert not any("cached" in s for s in lines)  # the damaged file was not taken as a result
-  assert any("resumed from" in s for s in lines) and not any(s.startswith("epoch") for s in lines)
+  second = train_and_evaluate(*args, log=lambda s: None, splits=sp)
+  # An unreadable record is no record: the folder is kept aside and the stage redone, with
+  # the same result. (The re-exported SavedModel's graph differs in function names, so its
+  # fingerprint - and with it the evaluation's key - changes: it is evaluated again.)
+  assert second.pop("stages")["classifier"] == "built"
+  assert len(list((tmp_path / "wd").glob("classifier.stale-*"))) == 1
+  first.pop("stages")
   _assert_close(_without_timing(second), _without_timing(first))
-  _assert_close(_without_timing(_json(tmp_path / "wd" / METRICS_FILE)), _without_timing(first))
+  written = _json(tmp_path / "wd" / METRICS_FILE)
+  written.pop("stages")
+  _assert_close(_without_timing(written), _without_timing(first))

@@ -1,10 +1,11 @@
 """Fréchet distance: known answers for Gaussians, sample estimates, feature sources."""
 
+import os
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf import frechet
+from latmix_tf.generative import frechet
 from latmix_tf.config import GeneratorConfig, ModelConfig
 from latmix_tf.export import export_classifier
 from latmix_tf.generative import build_generative_model
@@ -101,20 +102,23 @@ def test_cached_distance_is_reused_until_generator_or_features_change(tmp_path):
   export_dir = export_classifier(classifier, str(tmp_path / "clf"), (28, 28, 1))
   gm = build_generative_model(GeneratorConfig(latent_dim=8, base_filters=4), (28, 28, 1))
   test = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28, 1)).astype(np.uint8)
-  record, lines = str(tmp_path / "frechet.json"), []
-  first = frechet.cached_generator_frechet_distance(gm, test, export_dir, record,
-                                                    num_samples=30, log=lines.append)
-  assert first["frechet_distance"] == pytest.approx(
+  directory = str(tmp_path / "frechet")
+
+  def stage(**kw):
+    return frechet.frechet_stage(gm, "gkey", test, export_dir, directory, num_samples=30,
+                                 log=lambda s: None, **kw)
+  first = stage()
+  assert first.status == "built"
+  assert first.value == pytest.approx(
       frechet.generator_frechet_distance(gm, test, export_dir, num_samples=30), rel=1e-6)
-  again = frechet.cached_generator_frechet_distance(gm, test, export_dir, record,
-                                                    num_samples=30, log=lines.append)
-  assert again == first and len(lines) == 1  # reused: nothing recomputed or logged
-  other_seed = frechet.cached_generator_frechet_distance(gm, test, export_dir, record,
-                                                         num_samples=30, seed=1,
-                                                         log=lines.append)
-  assert len(lines) == 2 and other_seed["key"]["seed"] == 1
-  with open(record, "w") as f:
+  again = stage()
+  assert again.status == "cached" and again.value == first.value
+  other_seed = stage(seed=1)
+  assert other_seed.status == "built" and other_seed.record["key"]["seed"] == 1
+  # Other features (a re-exported classifier with other weights) are another key.
+  classifier.set_weights([w + 0.01 for w in classifier.get_weights()])
+  export_classifier(classifier, export_dir, (28, 28, 1))
+  assert stage(seed=1).status == "built"
+  with open(os.path.join(directory, "stage.json"), "w") as f:
     f.write("{truncated")
-  frechet.cached_generator_frechet_distance(gm, test, export_dir, record, num_samples=30,
-                                            seed=1, log=lines.append)
-  assert len(lines) == 3  # a damaged record is recomputed, not trusted
+  assert stage(seed=1).status == "built"  # a damaged record is recomputed, not trusted

@@ -1,5 +1,6 @@
 """The generator handle, the training loop, resume after a kill, caching and health checks."""
 
+import glob
 import json
 import os
 
@@ -9,7 +10,9 @@ import tensorflow as tf
 
 from latmix_tf.config import DataConfig, GeneratorConfig
 from latmix_tf.data import load_dataset, make_splits
+from latmix_tf import stages
 from latmix_tf.generative import (GeneratorTrainingError, HealthGuard, build_generative_model,
+                                  generator_stage,
                                   check_health, generator_checkpoint_hash, train_generator,
                                   train_or_load_generator)
 from latmix_tf.generative import train as train_lib
@@ -77,54 +80,59 @@ def test_unknown_kind_raises():
                            (28, 28, 1))
 
 
+def _record(workdir):
+  return stages.read_record(workdir)
+
+
 @pytest.mark.parametrize("kind", ["dcgan", "vae"])
 def test_cache_hit_and_miss(kind, splits, tmp_path):
   cfg, workdir = TINY[kind], str(tmp_path / kind)
   lines, log = _lines()
-  gm = train_or_load_generator(cfg, splits, workdir, seed=0, log=log)
-  assert sum("epoch" in s for s in lines) == 2
+  result = generator_stage(cfg, splits, workdir, seed=0, log=log)
+  gm = result.value
+  assert result.status == "built" and sum("epoch" in s for s in lines) == 2
   assert os.path.isfile(os.path.join(workdir, "samples", "epoch_002.png"))
   png = tf.io.decode_png(tf.io.read_file(os.path.join(workdir, "samples", "epoch_002.png")))
   assert png.shape[-1] == 1 and png.shape[0] > 8 * 28
-  meta = json.load(open(os.path.join(workdir, "generator.json")))
-  assert meta["status"] == "complete" and [h["epoch"] for h in meta["history"]] == [1, 2]
-  assert meta["checkpoint_hash"] == gm.checkpoint_hash == generator_checkpoint_hash(gm)
+  record = _record(workdir)
+  assert record["state"] == "done" and record["status"] == "built"
+  assert [h["epoch"] for h in record["outputs"]["history"]] == [1, 2]
+  assert record["outputs"]["checkpoint_hash"] == gm.checkpoint_hash == generator_checkpoint_hash(gm)
 
   lines, log = _lines()
-  again = train_or_load_generator(cfg, splits, workdir, seed=0, log=log)
-  assert any("cached" in s for s in lines) and not any("epoch" in s for s in lines)
-  assert again.checkpoint_hash == gm.checkpoint_hash
+  again = generator_stage(cfg, splits, workdir, seed=0, log=log)
+  assert again.status == "cached" and not any("epoch" in s for s in lines)
+  assert _record(workdir)["status"] == "cached"
+  assert again.value.checkpoint_hash == gm.checkpoint_hash
   z = gm.sample_prior(4, 0)
-  np.testing.assert_array_equal(gm.decode(z).numpy(), again.decode(z).numpy())
+  np.testing.assert_array_equal(gm.decode(z).numpy(), again.value.decode(z).numpy())
 
-  lines, log = _lines()  # a different seed is a different artifact
-  other = train_or_load_generator(cfg, splits, workdir, seed=1, log=log)
-  assert any("changed seed" in s for s in lines)
-  assert other.checkpoint_hash != gm.checkpoint_hash
-
-  lines, log = _lines()  # so is a different config
-  train_or_load_generator(cfg.__class__(**{**cfg.__dict__, "epochs": 1}), splits, workdir,
-                          seed=1, log=log)
-  assert any("changed config_hash" in s for s in lines)
-  assert sum("epoch" in s for s in lines) == 1
-
-  lines, log = _lines()  # and different training images
-  train_or_load_generator(cfg.__class__(**{**cfg.__dict__, "epochs": 1}), splits.x_train[:64],
-                          workdir, seed=1, log=log)
-  assert any("changed data_fingerprint" in s for s in lines)
+  # A different seed, config or training set is another key: built anew, the old run
+  # moved aside (never deleted).
+  other = generator_stage(cfg, splits, workdir, seed=1, log=lambda s: None)
+  assert other.status == "built" and other.value.checkpoint_hash != gm.checkpoint_hash
+  assert other.record["key"]["seed"] == 1
+  one_epoch = cfg.__class__(**{**cfg.__dict__, "epochs": 1})
+  lines, log = _lines()
+  changed = generator_stage(one_epoch, splits, workdir, seed=1, log=log)
+  assert changed.status == "built" and sum("epoch" in s for s in lines) == 1
+  assert changed.record["key"]["config"] != other.record["key"]["config"]
+  fewer = generator_stage(one_epoch, splits.x_train[:64], workdir, seed=1, log=lambda s: None)
+  assert fewer.status == "built" and fewer.record["key"]["data"] != changed.record["key"]["data"]
+  assert len(glob.glob(str(tmp_path / kind) + ".stale-*")) == 3
 
 
 def test_tampered_checkpoint_is_not_reused(splits, tmp_path):
   cfg, workdir = TINY["vae"], str(tmp_path / "vae")
-  train_or_load_generator(cfg, splits, workdir, seed=0, log=lambda s: None)
-  meta_path = os.path.join(workdir, "generator.json")
-  meta = json.load(open(meta_path))
-  meta["checkpoint_hash"] = "0" * 16
-  json.dump(meta, open(meta_path, "w"))
+  generator_stage(cfg, splits, workdir, seed=0, log=lambda s: None)
+  record = _record(workdir)
+  record["outputs"]["checkpoint_hash"] = "0" * 16
+  json.dump(record, open(os.path.join(workdir, stages.RECORD_FILE), "w"))
   lines, log = _lines()
-  train_or_load_generator(cfg, splits, workdir, seed=0, log=log)
+  again = generator_stage(cfg, splits, workdir, seed=0, log=log)
   assert any("not the recorded one" in s for s in lines)
-  assert sum("epoch" in s for s in lines) == 2
+  assert again.status == "resumed"  # redone from what is left: the checkpoints' weights
+  assert again.record["outputs"]["checkpoint_hash"] == generator_checkpoint_hash(again.value)
 
 
 @pytest.mark.parametrize("kind", ["dcgan", "vae", "dcgan_recall"])
@@ -138,15 +146,16 @@ def test_resume_after_kill_matches_uninterrupted_run(kind, splits, tmp_path):
 
   workdir = str(tmp_path / "killed")
   with pytest.raises(Interrupt):
-    train_or_load_generator(cfg, splits, workdir, seed=0, log=killing_log)
-  assert json.load(open(os.path.join(workdir, "generator.json")))["status"] == "training"
+    generator_stage(cfg, splits, workdir, seed=0, log=killing_log)
+  assert _record(workdir)["state"] == "building"
   lines, log = _lines()
-  resumed = train_or_load_generator(cfg, splits, workdir, seed=0, log=log)
+  resumed = generator_stage(cfg, splits, workdir, seed=0, log=log)
+  assert resumed.status == "resumed"
   assert any("resumed" in s and "epoch 2/3" in s for s in lines)
   trained = [s for s in lines if " epoch " in s]
   assert len(trained) == 1 and "epoch 3/3" in trained[0]  # only epoch 3 was trained again
-  meta = json.load(open(os.path.join(workdir, "generator.json")))
-  assert [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+  assert [h["epoch"] for h in resumed.record["outputs"]["history"]] == [1, 2, 3]
+  resumed = resumed.value
   assert int(resumed.trainer.step.numpy()) == 9
   z = full.sample_prior(4, 0)
   np.testing.assert_allclose(resumed.decode(z).numpy(), full.decode(z).numpy(), atol=1e-5)

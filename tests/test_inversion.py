@@ -12,9 +12,9 @@ import tensorflow as tf
 
 from latmix_tf.config import GeneratorConfig, InversionConfig, ModelConfig
 from latmix_tf.generative import build_generative_model
-from latmix_tf.inversion import (Inverter, classifier_feature_fn, psnr_from_mse,
+from latmix_tf.latent.inversion import (Inverter, classifier_feature_fn, psnr_from_mse,
                                  stochastic_clip)
-from latmix_tf.inversion_encoder import train_encoder
+from latmix_tf.latent.encoder import encoder_stage, train_encoder
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.models.encoder import build_encoder
 from tiny_generator import TinyGenerator
@@ -113,7 +113,7 @@ def test_encoder_training_and_encoder_init(tmp_path):
   cfg = InversionConfig(encoder_epochs=3, encoder_steps_per_epoch=60, encoder_batch_size=64,
                         encoder_base_filters=8, encoder_learning_rate=2e-3, steps=0,
                         batch_size=128, feature_weight=0.0)
-  enc = train_encoder(gen, x_u8, cfg, str(tmp_path), {"generator": "tiny"}, log=lambda s: None)
+  enc = train_encoder(gen, x_u8, cfg, str(tmp_path), log=lambda s: None)
   z_enc, mse_enc, _ = Inverter(gen, cfg, x.shape[1:], encoder=enc).invert(x)
   _, mse_rand, _ = Inverter(gen, InversionConfig(steps=0, random_starts=True, batch_size=128),
                             x.shape[1:]).invert(x)
@@ -132,7 +132,9 @@ def test_train_encoder_resumes_after_kill(tmp_path):
   x_u8 = np.round(x * 255).astype(np.uint8)
   cfg = InversionConfig(encoder_epochs=2, encoder_steps_per_epoch=3, encoder_batch_size=16,
                         encoder_base_filters=4)
-  key = {"generator": "tiny"}
+
+  def stage(directory, log):
+    return encoder_stage(gen, "tiny", x_u8, "fp", cfg, str(directory), log=log)
 
   class Killed(Exception):
     pass
@@ -141,17 +143,19 @@ def test_train_encoder_resumes_after_kill(tmp_path):
     if line.startswith("encoder epoch 1/"):
       raise Killed()
   with pytest.raises(Killed):
-    train_encoder(gen, x_u8, cfg, str(tmp_path / "a"), key, log=kill_after_first_epoch)
+    stage(tmp_path / "a", kill_after_first_epoch)
   lines = []
-  resumed = train_encoder(gen, x_u8, cfg, str(tmp_path / "a"), key, log=lines.append)
-  assert any("restored" in s and "epoch 1" in s for s in lines)
+  resumed = stage(tmp_path / "a", lines.append)
+  assert resumed.status == "resumed"
+  assert any("resumed from" in s and "epoch 1/2" in s for s in lines)
   assert sum(s.startswith("encoder epoch") for s in lines) == 1  # only epoch 2 ran
-  straight = train_encoder(gen, x_u8, cfg, str(tmp_path / "b"), key, log=lambda s: None)
-  for a, b in zip(resumed.weights, straight.weights):
+  straight = stage(tmp_path / "b", lambda s: None)
+  assert straight.status == "built"
+  for a, b in zip(resumed.value.weights, straight.value.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
   lines = []
-  train_encoder(gen, x_u8, cfg, str(tmp_path / "a"), key, log=lines.append)
-  assert not any(s.startswith("encoder epoch") for s in lines)  # cached: no training
+  cached = stage(tmp_path / "a", lines.append)
+  assert cached.status == "cached" and not any("epoch" in s for s in lines)
 
 
 def test_vae_mean_is_the_inversion_and_refinement_helps():

@@ -1,9 +1,11 @@
 """Tests of the latent bank: round trip, resume after a kill, damage detection, key changes.
 
 Every test builds real banks (real DCGAN handle from `latmix_tf.generative`, untrained,
-tiny) through `build_or_load_bank`, and reads what the build did from its log lines.
+tiny) through the bank stage, and reads what the build did from its stage record and its
+per-chunk log lines.
 """
 
+import glob
 import os
 
 import numpy as np
@@ -11,9 +13,10 @@ import pytest
 
 from latmix_tf.config import GeneratorConfig, InversionConfig
 from latmix_tf.generative import build_generative_model, generator_checkpoint_hash
-from latmix_tf.generative_reports import write_inversion_report
-from latmix_tf.latent_bank import (BankError, LatentBank, build_or_load_bank, chunk_indices,
-                                   invert_training_set)
+from latmix_tf.generative.reports import write_inversion_report
+from latmix_tf.latent.bank import (BankError, LatentBank, bank_stage, build_or_load_bank,
+                                   chunk_indices)
+from latmix_tf.latent.encoder import encoder_stage
 
 CFG = InversionConfig(steps=3, random_starts=True, batch_size=16, chunk_size=24,
                       feature_weight=0.1)
@@ -34,9 +37,10 @@ def data():
 
 def _build(gen, data, bank_dir, key=None, cfg=CFG, **kw):
   lines = []
-  bank = build_or_load_bank(gen, None, *data, cfg, str(bank_dir),
-                            key or {"generator": "g0"}, log=lines.append, **kw)
-  return bank, lines
+  result = bank_stage(gen, None, *data, cfg, str(bank_dir), key or {"generator": "g0"},
+                      log=lines.append, **kw)
+  _build.status = result.status
+  return result.value, lines
 
 
 def _count(lines, word):
@@ -75,9 +79,9 @@ def test_round_trip(gen, data, reference, tmp_path):
   np.testing.assert_allclose(np.mean((rec - x) ** 2, axis=(1, 2, 3)), bank.mse[:5], rtol=1e-4)
   loaded = LatentBank.load(str(tmp_path))
   _assert_same(loaded, bank)
-  assert loaded.meta["key"]["generator"] == "g0" and loaded.meta["n"] == N
+  assert loaded.meta["key"]["upstream"]["generator"] == "g0" and loaded.meta["n"] == N
   again, lines = _build(gen, data, tmp_path)
-  assert _count(lines, "loaded") == 1 and _count(lines, "img/s") == 0
+  assert _build.status == "cached" and _count(lines, "img/s") == 0
   _assert_same(again, bank)
 
 
@@ -93,6 +97,7 @@ def test_resume_after_kill(gen, data, reference, tmp_path):
                        log=die_after_second_chunk)
   assert not os.path.exists(tmp_path / "bank.npz")
   bank, lines = _build(gen, data, tmp_path)
+  assert _build.status == "resumed"
   assert _count(lines, "reused") == 2 and _count(lines, "img/s") == 1
   _assert_same(bank, reference)
 
@@ -125,40 +130,55 @@ def test_damaged_final_bank_is_detected_and_reassembled(gen, data, reference, tm
   with pytest.raises(BankError):
     LatentBank.load(str(tmp_path))
   bank, lines = _build(gen, data, tmp_path)
-  assert _count(lines, "reassembling") == 1 and _count(lines, "reused") == 3
+  assert _build.status == "resumed" and _count(lines, "cached result unusable") == 1
+  assert _count(lines, "reused") == 3
   _assert_same(bank, reference)
   assert LatentBank.load(str(tmp_path)).meta["checksum"] == bank.meta["checksum"]
 
 
+def _stale(path):
+  return len(glob.glob(str(path) + ".stale-*"))
+
+
 def test_key_mismatch_rebuilds(gen, data, reference, tmp_path):
-  _build(gen, data, tmp_path)
-  bank, lines = _build(gen, data, tmp_path, key={"generator": "g1"})
-  assert _count(lines, "key changed") == 1 and _count(lines, "img/s") == 3
-  assert bank.meta["key"]["generator"] == "g1"
-  # Another inversion config or other data: rebuilt as well.
+  bank_dir = tmp_path / "bank"
+  _build(gen, data, bank_dir)
+  bank, lines = _build(gen, data, bank_dir, key={"generator": "g1"})
+  assert _build.status == "built" and _count(lines, "img/s") == 3 and _stale(bank_dir) == 1
+  assert bank.meta["key"]["upstream"]["generator"] == "g1"
+  # Another inversion config or other data: rebuilt as well (the old bank moved aside).
   cfg = InversionConfig(**{**CFG.__dict__, "steps": 4})
-  _, lines = _build(gen, data, tmp_path, key={"generator": "g1"}, cfg=cfg)
-  assert _count(lines, "img/s") == 3
+  _, lines = _build(gen, data, bank_dir, key={"generator": "g1"}, cfg=cfg)
+  assert _count(lines, "img/s") == 3 and _stale(bank_dir) == 2
   x2 = data[0].copy()
   x2[0, 0, 0, 0] ^= 1
-  _, lines = _build(gen, (x2, data[1]), tmp_path, key={"generator": "g1"}, cfg=cfg)
-  assert _count(lines, "key changed") == 1
-  _, lines = _build(gen, data, tmp_path, rebuild=True)
-  assert _count(lines, "img/s") == 3
+  _, lines = _build(gen, (x2, data[1]), bank_dir, key={"generator": "g1"}, cfg=cfg)
+  assert _build.status == "built" and _stale(bank_dir) == 3
+  _, lines = _build(gen, data, bank_dir, rebuild=True)
+  assert _build.status == "built" and _count(lines, "img/s") == 3
 
 
-def test_invert_training_set_with_encoder_and_report(gen, data, tmp_path):
+def test_encoder_stage_then_bank_and_report(gen, data, tmp_path):
   cfg = InversionConfig(encoder_epochs=1, encoder_steps_per_epoch=2, encoder_batch_size=16,
                         encoder_base_filters=4, steps=2, batch_size=32, chunk_size=40)
-  key = {"generator": generator_checkpoint_hash(gen)}
   lines = []
-  bank = invert_training_set(gen, *data, cfg, str(tmp_path), key, log=lines.append)
-  assert _count(lines, "encoder epoch 1/1") == 1 and bank.meta["init"] == "encoder"
+  enc = encoder_stage(gen, generator_checkpoint_hash(gen), data[0], "fp", cfg,
+                      str(tmp_path / "encoder"), log=lines.append)
+  assert enc.status == "built" and _count(lines, "encoder epoch 1/1") == 1
+  upstream = {"generator": "g", "encoder": enc.record["key_hash"]}
+  result = bank_stage(gen, enc.value, *data, cfg, str(tmp_path / "bank"), upstream,
+                      log=lines.append)
+  bank = result.value
+  assert bank.meta["init"] == "encoder" and result.outputs["init"] == "encoder"
   assert bank.z.shape == (N, 8) and np.all(np.isfinite(bank.psnr))
   lines = []
-  cached = invert_training_set(gen, *data, cfg, str(tmp_path), key, log=lines.append)
-  assert lines == []  # valid cached bank: no encoder restore, no inversion
-  _assert_same(cached, bank)
+  again = encoder_stage(gen, generator_checkpoint_hash(gen), data[0], "fp", cfg,
+                        str(tmp_path / "encoder"), log=lines.append)
+  cached = bank_stage(gen, again.value, *data, cfg, str(tmp_path / "bank"), upstream,
+                      log=lines.append)
+  assert again.status == cached.status == "cached"
+  assert not any("epoch" in s or "img/s" in s for s in lines)  # nothing trained or inverted
+  _assert_same(cached.value, bank)
   paths = write_inversion_report(gen, bank, data[0], str(tmp_path / "report"), n_images=10,
                                  n_pairs=3, steps=5)
   for p in paths.values():

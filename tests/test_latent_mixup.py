@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from latmix_tf.config import GeneratorConfig
 from latmix_tf.generative import build_generative_model
-from latmix_tf.latent_mixup import (LatentMixup, LatentMixupConfig, PairSampler,
+from latmix_tf.latent.method import (LatentMixup, LatentMixupConfig, PairSampler,
                                     latent_mix_dataset, mixed_examples, num_mixed)
 
 
@@ -96,3 +96,36 @@ def test_bad_configs_are_rejected(gen):
     PairSampler(np.arange(10), 10, "nearest")
   with pytest.raises(ValueError, match="needs the generator"):
     LatentMixup(LatentMixupConfig())
+
+
+def test_input_mixup_ablation_mixes_only_the_real_part(gen):
+  bank = _bank()
+  rng = np.random.default_rng(0)
+  x_real = tf.constant(rng.uniform(0, 1, (8, 28, 28, 1)), tf.float32)
+  y_real = tf.one_hot(np.arange(8) % 10, 10)
+  x_mix = tf.constant(rng.uniform(0, 1, (2, 28, 28, 1)), tf.float32)
+  y_mix = tf.one_hot([1, 2], 10) * 0.5 + tf.one_hot([3, 4], 10) * 0.5
+  seed = tf.constant([5, 6], tf.int64)
+  batch = ((x_real, x_mix), (y_real, y_mix))
+  plain = LatentMixup(LatentMixupConfig(), gen=gen, bank=bank, batch_size=8)
+  mixed = LatentMixup(LatentMixupConfig(input_mixup_alpha=1.0), gen=gen, bank=bank,
+                      batch_size=8)
+  assert plain.m == mixed.m == 2
+  x0, y0 = plain.prepare_batch(None, *batch, seed)
+  x1, y1 = mixed.prepare_batch(None, *batch, seed)
+  np.testing.assert_array_equal(x0[:8].numpy(), x_real.numpy())  # default: real untouched
+  np.testing.assert_array_equal(x1[8:].numpy(), x0[8:].numpy())  # latent part unchanged
+  assert not np.allclose(x1[:8].numpy(), x_real.numpy())
+  # Each mixed real row is λ x_i + (1-λ) x_perm(i), its label the same mix: the label of a
+  # row recovers λ and the partner, and the pixels must agree with them.
+  w = mixed.real_weight
+  labels = y1[:8].numpy() / w
+  np.testing.assert_allclose(labels.sum(-1), 1.0, atol=1e-6)
+  for r in range(8):
+    top = np.argsort(labels[r])[::-1]
+    lam, k = labels[r, r % 10], top[0] if top[0] != r % 10 else top[1]
+    partner = int(k) if labels[r, k] > 0 else r
+    np.testing.assert_allclose(x1[r].numpy(), lam * x_real[r].numpy() +
+                               (1 - lam) * x_real[partner].numpy(), atol=1e-5)
+  with pytest.raises(ValueError, match="input_mixup_alpha"):
+    LatentMixup(LatentMixupConfig(input_mixup_alpha=-1.0), gen=gen, bank=bank)

@@ -153,8 +153,10 @@ def test_gat_generator_perturbation_respects_its_bound():
 
 
 def test_registry_builds_every_baseline_and_rejects_bad_configs():
+  expected = {"mixup": Mixup, "manifold_mixup": ManifoldMixup,
+              "adversarial": AdversarialTraining, "gat": GAT}
   for cfg in (MixupConfig(), ManifoldMixupConfig(), AdversarialConfig(), GATConfig()):
-    assert type(build_method(cfg)) is METHODS[cfg.name][1]
+    assert type(build_method(cfg)) is expected[cfg.name] and cfg.name in METHODS
   with pytest.raises(ValueError, match="attack"):
     AdversarialTraining(AdversarialConfig(attack="cw"))
   with pytest.raises(ValueError, match="adv_weight"):

@@ -41,7 +41,8 @@ def _export_tiny(path, seed):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-  """TF Serving layout tfs/{1,2}, our layout seeds/seed_{0,3} (= versions 1, 2), a bare dir."""
+  """TF Serving layout tfs/{1,2}; our layout seeds/seed_{0,3} (versions 0 and 3, the same
+  SavedModels as tfs/1 and tfs/2); a bare dir (tfs/1 itself: version 1)."""
   root = str(tmp_path_factory.mktemp("served"))
   v1 = _export_tiny(os.path.join(root, "tfs", "1"), seed=1)
   v2 = _export_tiny(os.path.join(root, "tfs", "2"), seed=2)

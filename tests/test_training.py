@@ -70,4 +70,4 @@ def test_finished_run_resumes_to_nothing(tiny_data_dir, tmp_path):
   tcfg = TrainConfig(epochs=1, steps_per_epoch=1)
   train(_model(), ERM(), splits, cfg, tcfg, str(tmp_path), seed=0, log=lambda s: None)
   trainer = Trainer(_model(), ERM(), splits, cfg, tcfg, str(tmp_path), 0, log=lambda s: None)
-  assert trainer.restore() == 1
+  assert trainer.loop.restore() == 1 and trainer.fit() == trainer.loop.history()

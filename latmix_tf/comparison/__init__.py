@@ -14,9 +14,11 @@ the reference method (ERM). The conclusion is worded only as strongly as that te
   summary.py   per (method, metric) rows: mean, CI, paired test; the conclusion sentences
   figures.py   blur / attack curves with CI bands, ρ_adv bars, accuracy-vs-robustness
   report.py    results.csv, results.json, report.md
+  publish.py   the summary copied into the repository's results/ folder
 """
 
 from latmix_tf.comparison.metrics import (METHOD_LABELS, headline_metrics, label, metric_label,
                                           report_metrics)
+from latmix_tf.comparison.publish import publish_summary
 from latmix_tf.comparison.report import CSV_FIELDS, write_comparison_report
 from latmix_tf.comparison.summary import conclusions, summarize

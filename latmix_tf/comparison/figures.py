@@ -12,21 +12,15 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from latmix_tf.plotting import save_figure
 
 from latmix_tf.comparison.metrics import at_value, headline_metrics
 from latmix_tf.comparison.metrics import label as method_label
 
 # (x values, mean, CI half-width) of one method's curve; half-widths may be nan (n = 1).
 Curve = Tuple[Sequence[float], Sequence[float], Sequence[float]]
-
-
-def _save(fig: Figure, path: str) -> str:
-  FigureCanvasAgg(fig)
-  fig.tight_layout()
-  fig.savefig(path, dpi=150, bbox_inches="tight")  # keeps the outside legend
-  return path
 
 
 def _colors(labels: Sequence[str]) -> Dict[str, tuple]:
@@ -75,7 +69,7 @@ def curves_with_bands(curves: Dict[str, Curve], path: str, xlabel: str, ylabel: 
     ax.grid(alpha=0.3)
   fig.axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=150)
 
 
 def bars_with_ci(labels: Sequence[str], means: Sequence[float], halves: Sequence[float],
@@ -97,7 +91,7 @@ def bars_with_ci(labels: Sequence[str], means: Sequence[float], halves: Sequence
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3, axis="y")
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=150)
 
 
 def _label_points(ax, points, min_gap=(0.14, 0.06)) -> None:
@@ -145,7 +139,7 @@ def tradeoff_scatter(points: List[Dict], path: str, title: str) -> str:
   if fig.axes:
     fig.axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=150)
 
 
 def _curves(rows: Sequence[Dict], prefix: str) -> Dict[str, Curve]:

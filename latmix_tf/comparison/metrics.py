@@ -2,13 +2,22 @@
 
 One table (`FAMILIES`) decides the report's metric order, display units (accuracies stored
 as fractions, shown in %) and whether higher is better, so the tables, the figures and
-the conclusion's "better" / "worse" never disagree.
+the conclusion's "better" / "worse" never disagree. A family key is an exact metric key, a
+prefix ending in "@" (a curve: "pgd/acc@0.1") or a pattern with "*" ("autoattack/*/
+robust_accuracy", "*" standing for "Linf@0.1").
+
+`with_relative_corruption_error` derives the mCE-style ratio (Hendrycks & Dietterich 2019
+normalise by AlexNet's errors; we normalise by the reference method's, ERM's) from the
+per-corruption accuracies of every run.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mixup",
                  "fgsm_at": "FGSM-AT", "pgd_at": "PGD-AT", "gat": "GAT",
@@ -22,7 +31,18 @@ FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
             ("deepfool/fooling_rate", "DeepFool fooling rate", "%", False),
             ("fgsm/acc@", "FGSM acc ε=", "%", True),
             ("pgd/acc@", "PGD acc ε=", "%", True),
+            ("autoattack/*/robust_accuracy", "AutoAttack acc ", "%", True),
+            ("apgd/acc@", "APGD-CE acc ε=", "%", True),
+            ("corruption/mca", "mCA", "%", True),
+            ("corruption/mce_vs_ref", "corruption error / reference's", "", False),
+            ("corruption/*/accuracy", "corrupted acc: ", "%", True),
             ("calibration/ece", "ECE", "", False),
+            ("calibration/ece_ts", "ECE (temperature-scaled)", "", False),
+            ("calibration/brier", "Brier", "", False),
+            ("calibration/brier_ts", "Brier (temperature-scaled)", "", False),
+            ("calibration/nll", "NLL", "", False),
+            ("calibration/corrupted_ece", "ECE on corrupted", "", False),
+            ("calibration/corrupted_ece_ts", "ECE on corrupted (temperature-scaled)", "", False),
             ("train_seconds", "train time", "s", False),
             ("pipeline_seconds", "pipeline time", "s", False))
 
@@ -32,24 +52,40 @@ def label(method: str) -> str:
   return METHOD_LABELS.get(method, method)
 
 
+def matches(key: str, pattern: str) -> bool:
+  """Whether a metric key belongs to a family key (exact, "prefix@" or "*" pattern)."""
+  if "*" in pattern:
+    return fnmatch.fnmatchcase(key, pattern)
+  return key == pattern or (pattern.endswith("@") and key.startswith(pattern))
+
+
 def family(key: str) -> Optional[tuple]:
   for fam in FAMILIES:
-    if key == fam[0] or (fam[0].endswith("@") and key.startswith(fam[0])):
+    if matches(key, fam[0]):
       return fam
   return None
 
 
 def at_value(key: str) -> float:
-  """The σ or ε of a curve key ("pgd/acc@0.1" -> 0.1); 0 for scalar keys."""
-  return float(key.split("@", 1)[1]) if "@" in key else 0.0
+  """The σ or ε of a curve key ("pgd/acc@0.1" -> 0.1, "autoattack/L2@0.5/..." -> 0.5); 0 for
+  scalar keys."""
+  return float(key.split("@", 1)[1].split("/", 1)[0]) if "@" in key else 0.0
 
 
 def metric_label(key: str) -> str:
-  """Readable name with unit: "PGD acc ε=0.1 (%)", "ρ_adv"."""
+  """Readable name with unit: "PGD acc ε=0.1 (%)", "AutoAttack acc Linf ε=0.1 (%)", "ρ_adv"."""
   fam = family(key)
   if fam is None:
     return key
-  name = fam[1] + (key.split("@", 1)[1] if fam[0].endswith("@") else "")
+  if "*" in fam[0]:
+    head, tail = fam[0].split("*")
+    middle = key[len(head):len(key) - len(tail)]
+    if "@" in middle:
+      norm, eps = middle.split("@", 1)
+      middle = f"{norm} ε={float(eps):.4g}"
+    name = fam[1] + middle
+  else:
+    name = fam[1] + (key.split("@", 1)[1] if fam[0].endswith("@") else "")
   return f"{name} ({fam[2]})" if fam[2] else name
 
 
@@ -92,7 +128,36 @@ def report_metrics(runs: Mapping[str, Mapping]) -> List[str]:
              if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
              and family(k) is not None}
   order: Dict[str, int] = {fam[0]: i for i, fam in enumerate(FAMILIES)}
-  return sorted(present, key=lambda k: (order[family(k)[0]], at_value(k)))
+  return sorted(present, key=lambda k: (order[family(k)[0]], at_value(k), k))
+
+
+def with_relative_corruption_error(runs: Mapping[str, Mapping], reference: str = "erm"
+                                   ) -> Dict[str, Dict]:
+  """`runs` with "corruption/mce_vs_ref" added where the reference has corruption results.
+
+  For method m and seed s: mean over corruptions c of E_c(m, s) / mean_s' E_c(ref, s'),
+  E_c = 1 - corruption/<c>/accuracy (already averaged over severities). Normalising by the
+  reference's mean over its seeds keeps each seed's value, so the reference itself gets a
+  CI around 1 and the paired test against it is well defined. Corruptions the reference
+  did not evaluate, or where its error is 0, are left out.
+  """
+  out = {m: {s: dict(met) for s, met in per.items()} for m, per in runs.items()}
+  if reference not in runs:
+    return out
+  pattern = "corruption/*/accuracy"
+  ref_err = {}
+  for key in {k for met in runs[reference].values() for k in met if matches(k, pattern)}:
+    errs = [1 - float(met[key]) for met in runs[reference].values() if key in met]
+    if errs and np.mean(errs) > 0:
+      ref_err[key] = float(np.mean(errs))
+  if not ref_err:
+    return out
+  for per in out.values():
+    for met in per.values():
+      ratios = [(1 - float(met[k])) / e for k, e in ref_err.items() if k in met]
+      if len(ratios) == len(ref_err):
+        met["corruption/mce_vs_ref"] = float(np.mean(ratios))
+  return out
 
 
 def headline_metrics(keys: Sequence[str], robust_eps: Optional[float] = None) -> List[str]:
@@ -114,7 +179,20 @@ def headline_metrics(keys: Sequence[str], robust_eps: Optional[float] = None) ->
       if exact:
         return exact
     return [max(cands, key=at_value)]
+  def pick_autoattack():
+    """One AutoAttack budget per norm: L-inf at robust_eps if evaluated, else the largest."""
+    by_norm: Dict[str, List[str]] = {}
+    for k in keys:
+      if matches(k, "autoattack/*/robust_accuracy"):
+        by_norm.setdefault(k.split("/")[1].split("@")[0], []).append(k)
+    out = []
+    for norm, cands in sorted(by_norm.items()):
+      exact = [k for k in cands if norm == "Linf" and robust_eps is not None
+               and abs(at_value(k) - robust_eps) < 1e-9]
+      out.append(exact[0] if exact else max(cands, key=at_value))
+    return out
   main = ["test/accuracy", "blur/area", "deepfool/rho_adv", "deepfool/fooling_rate"]
-  tail = ["calibration/ece", "train_seconds", "pipeline_seconds"]
+  tail = ["corruption/mca", "calibration/ece", "calibration/ece_ts", "calibration/brier",
+          "train_seconds", "pipeline_seconds"]
   return ([k for k in main if k in keys] + pick("fgsm/acc@") + pick("pgd/acc@") +
-          [k for k in tail if k in keys])
+          pick_autoattack() + [k for k in tail if k in keys])

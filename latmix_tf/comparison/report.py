@@ -14,9 +14,11 @@ import os
 import shutil
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from latmix_tf import html_report
 from latmix_tf.comparison.figures import comparison_figures
+from latmix_tf.comparison.hparams import export_hparams
 from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_label,
-                                          report_metrics)
+                                          report_metrics, with_relative_corruption_error)
 from latmix_tf.comparison.summary import conclusions, index, summarize
 from latmix_tf.jsonio import write_json_atomic
 
@@ -108,6 +110,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
     raise FileNotFoundError(f"latent-mixed sample grid {sample_grid} does not exist; run the "
                             "latent_mixup experiment first or pass sample_grid=None.")
   os.makedirs(out_dir, exist_ok=True)
+  runs = with_relative_corruption_error(runs, reference)  # mCE-style ratio vs the reference
   rows = summarize(runs, reference, alpha=alpha, robust_eps=robust_eps)
   concl = conclusions(rows, reference, alpha, robust_eps)
   figs = [os.path.basename(f) for f in comparison_figures(rows, out_dir, title, reference,
@@ -132,5 +135,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   with open(md_path, "w") as f:
     f.write(_markdown(rows, runs, title, description, reference, alpha, robust_eps, figs,
                       notes, concl))
-  return {"csv": csv_path, "json": json_path, "markdown": md_path,
-          "figures": [os.path.join(out_dir, f) for f in figs]}
+  html_path = html_report.write_html(md_path)  # self-contained, sortable tables
+  tensorboard_dir = export_hparams(out_dir, runs)  # HParams dashboard: trial = method config
+  return {"csv": csv_path, "json": json_path, "markdown": md_path, "html": html_path,
+          "tensorboard": tensorboard_dir, "figures": [os.path.join(out_dir, f) for f in figs]}

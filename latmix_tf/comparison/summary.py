@@ -4,9 +4,10 @@ Every number a reader sees comes from `summarize`: the mean over seeds, a 95% St
 and a paired t-test of the per-seed differences against the reference method (seeds
 matched by value, so seed 1 of PGD-AT is compared with seed 1 of ERM: both saw the same
 initialisation draw and batch order). The tests of the headline metrics (clean accuracy,
-blur area, ρ_adv, PGD accuracy, ECE) of every method form one family whose p-values are
-Holm-adjusted: with 7 methods x 5 metrics, uncorrected tests at alpha = 0.05 would flag
-one or two differences by chance. `conclusions` turns the rows into sentences whose
+blur area, ρ_adv, PGD accuracy, AutoAttack robust accuracy per norm, mCA, ECE before and
+after temperature scaling, Brier score) of every method form one family whose p-values are
+Holm-adjusted: with 7 methods x 10 metrics, uncorrected tests at alpha = 0.05 would flag
+three or four differences by chance. `conclusions` turns the rows into sentences whose
 strength follows the adjusted p-values: "significantly higher" only when p_holm < alpha.
 Tests of the other metrics (blur accuracy per σ, FGSM, ...) are exploratory and uncorrected.
 """
@@ -18,11 +19,12 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf import stats
 from latmix_tf.comparison.metrics import (fmt, fmt_p, headline_metrics, higher_is_better, label,
-                                          report_metrics, short_label)
+                                          matches, report_metrics, short_label)
 
 # Metrics the conclusion tests (when present): accuracy, the robustness measures, calibration.
 CONCLUSION_METRICS = ("test/accuracy", "blur/area", "deepfool/rho_adv", "pgd/acc@",
-                      "calibration/ece")
+                      "autoattack/*/robust_accuracy", "corruption/mca", "calibration/ece",
+                      "calibration/ece_ts", "calibration/brier")
 
 
 def _seed_values(per_seed: Mapping, key: str) -> Dict[int, float]:
@@ -32,7 +34,7 @@ def _seed_values(per_seed: Mapping, key: str) -> Dict[int, float]:
 def family_metrics(keys: Sequence[str], robust_eps: Optional[float] = None) -> List[str]:
   """The headline metrics whose tests form the Holm family and the conclusion."""
   return [k for k in headline_metrics(keys, robust_eps)
-          if any(k == c or (c.endswith("@") and k.startswith(c)) for c in CONCLUSION_METRICS)]
+          if any(matches(k, c) for c in CONCLUSION_METRICS)]
 
 
 def summarize(runs: Mapping[str, Mapping], reference: str = "erm", confidence: float = 0.95,

@@ -45,7 +45,7 @@ def verify(info: sources.DatasetInfo, folder: str) -> None:
   found = sources._read_local(info, folder)  # pylint: disable=protected-access
   if found is None:
     raise FetchError(f"{info.name}: fetched files not recognised in {folder}.")
-  arrays, _ = found
+  arrays = found[0]
   digest = sources.array_fingerprint(*arrays)
   if info.sha256 and digest != info.sha256:
     raise FetchError(f"{info.name}: checksum mismatch of decoded arrays ({digest[:16]}… != "
@@ -91,7 +91,9 @@ def fetch(names: Iterable[str], data_dir: str | None = None,
           log: Callable[[str], None] = logging.info) -> None:
   """Fetches each named dataset into `<data_dir>/<name>/` and verifies its checksum.
 
-  Already present and valid datasets are left alone (checksum re-verified).
+  Already present and valid datasets are left alone (checksum re-verified); a present copy
+  that is corrupt or not canonical is fetched again and replaced (with its verification cache
+  and any custom-data declaration, which described the replaced files).
   Raises:
     FetchError: a registry route failed or the content checksum does not match.
   """
@@ -99,10 +101,14 @@ def fetch(names: Iterable[str], data_dir: str | None = None,
   for name in names:
     info = sources.get_info(name)
     target = os.path.join(data_dir, info.name)
-    if sources._read_local(info, target) is not None:  # pylint: disable=protected-access
-      verify(info, target)
-      log(f"{info.name}: already in {target}, checksum verified")
-      continue
+    try:
+      present = sources._read_local(info, target)  # pylint: disable=protected-access
+      if present is not None:
+        verify(info, target)
+        log(f"{info.name}: already in {target}, checksum verified")
+        continue
+    except (FetchError, formats.DataFormatError) as e:
+      log(f"{info.name}: the copy in {target} does not verify ({e}); fetching it again")
     if info.name == "cifar10":
       if not sources.network_available():
         raise FetchError(

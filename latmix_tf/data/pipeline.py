@@ -32,6 +32,8 @@ class Splits:
   y_test: np.ndarray
   num_classes: int
   fingerprint: str
+  # "canonical" | "custom" | "unverified" (`Arrays.integrity`): record it with the fingerprint.
+  data_integrity: str = "unverified"
 
 
 def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
@@ -47,12 +49,22 @@ def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
   return Splits(arrays.x_train[train_idx], arrays.y_train[train_idx],
                 arrays.x_train[val_idx], arrays.y_train[val_idx],
                 arrays.x_test[:test_n], arrays.y_test[:test_n],
-                arrays.info.num_classes, arrays.fingerprint)
+                arrays.info.num_classes, arrays.fingerprint, arrays.integrity)
 
 
-def to_float(images: tf.Tensor) -> tf.Tensor:
-  """uint8 [0, 255] -> float32 [0, 1], the input convention of every model and SavedModel."""
-  return tf.cast(images, tf.float32) / 255.0
+def to_float(images):
+  """uint8 [0, 255] -> float32 [0, 1], the input convention of every model and SavedModel.
+
+  The one image conversion of latmix: a NumPy array stays NumPy and a tensor stays a
+  tensor; images that are already float are taken to be in [0, 1] and only cast.
+  """
+  if isinstance(images, np.ndarray):
+    return (images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8
+            else images.astype(np.float32, copy=False))
+  images = tf.convert_to_tensor(images)
+  if images.dtype == tf.uint8:
+    return tf.cast(images, tf.float32) / 255.0
+  return tf.cast(images, tf.float32)
 
 
 def _augment(x: tf.Tensor, seed: tf.Tensor, flip: bool, pad: int) -> tf.Tensor:

@@ -29,15 +29,17 @@ for an untrained one). The interface, whatever `kind`:
   gm.config               the `GeneratorConfig`
   gm.checkpoint_hash      SHA-256 (16 hex) of the weights of `gm.models`, set once trained or
                           loaded; key latent banks with it (also `generator_checkpoint_hash(gm)`)
-  gm.metadata             the cache record (config, data fingerprint, seed, history, ...)
+  gm.metadata             the generator stage's record (key, status, seconds, outputs)
 
-`train_or_load_generator(cfg, data, workdir, seed)` trains with checkpoints (resumes after a
-kill), writes a sample grid per epoch and `generator.json`; a later call with the same
-config, data fingerprint and seed loads the cached weights ("cached" in the log), anything
-else retrains.
+`generator_stage(cfg, data, directory, seed)` is the "generator" stage (`latmix_tf.stages`):
+it trains with checkpoints (resumes after a kill) and writes a sample grid per epoch; a
+later call with the same config, data fingerprint and seed loads the cached weights (its
+record says "cached"), anything else retrains. `train_or_load_generator` returns its value.
+Also here: `frechet` (the generator's Fréchet distance) and `reports` (its figures).
 """
 
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
                                          generator_checkpoint_hash, save_image_grid)
 from latmix_tf.generative.health import GeneratorTrainingError, HealthGuard, check_health
-from latmix_tf.generative.train import train_generator, train_or_load_generator
+from latmix_tf.generative.train import (generator_stage, train_generator,
+                                        train_or_load_generator)

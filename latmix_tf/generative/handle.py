@@ -115,7 +115,8 @@ def generator_checkpoint_hash(gm_or_models) -> str:
   """Identity of a trained generator: SHA-256 (16 hex) of the weights of its models.
 
   Layer names are left out (Keras numbers them per process), so the same weights give the
-  same hash in any process; RNG states are left out too. Artifacts derived from a generator
+  same hash in any process; RNG states are left out too (`model.weights`, unlike
+  `model.variables`, excludes SeedGenerator states: they are not part of what G computes). Artifacts derived from a generator
   (the latent bank) store this and are rebuilt when it changes.
 
   Args:
@@ -125,7 +126,7 @@ def generator_checkpoint_hash(gm_or_models) -> str:
   h = hashlib.sha256()
   for name in sorted(models):
     h.update(name.encode())
-    for w in dcgan.checkpoint_variables(models[name]):
+    for w in models[name].weights:
       value = np.ascontiguousarray(w.value.numpy())
       h.update(str((value.shape, value.dtype.str)).encode())
       h.update(value.tobytes())

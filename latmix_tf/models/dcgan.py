@@ -139,17 +139,6 @@ class Discriminator(keras.Model):
     return self._forward(x, False, None)[1]
 
 
-def checkpoint_variables(obj) -> list:
-  """The variables of a Keras model or optimizer, in creation order, for tf.train.Checkpoint.
-
-  Keras 3 objects are only partly visible to TF's object-graph tracking (layers held in
-  Python lists are skipped, BN statistics of such layers would silently not be saved), so
-  checkpoints list the variables explicitly; the order is fixed by the architecture.
-  Dropout RNG states are left out (they are not weights).
-  """
-  return [v for v in obj.variables if "seed_generator" not in v.path]
-
-
 def _bce(logits, target: float):
   return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
       labels=tf.fill(tf.shape(logits), target), logits=logits))
@@ -222,14 +211,11 @@ class DCGAN(keras.Model):
     return trackers + ([self.recon_tracker] if self.encoder is not None else [])
 
   def checkpoint_items(self):
-    """Everything a resumed run needs, as trackable values for `tf.train.Checkpoint`.
-
-    A plain DCGAN (no recall term) keeps the checkpoint layout it always had.
-    """
+    """Everything a resumed run needs: networks, optimizers and the step counter (wrapped
+    for `tf.train.Checkpoint` by `latmix_tf.checkpointing`, RNG states included)."""
     names = ("generator", "discriminator", "d_optimizer", "g_optimizer") + (
         ("encoder", "e_optimizer") if self.encoder is not None else ())
-    return {name: checkpoint_variables(getattr(self, name)) for name in names} | {
-        "step": self.step}
+    return {name: getattr(self, name) for name in names} | {"step": self.step}
 
   def call(self, z, training=False):
     return self.generator(z, training=training)

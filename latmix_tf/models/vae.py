@@ -24,7 +24,7 @@ import tensorflow_probability as tfp
 from keras import layers
 
 from latmix_tf.distribute import replica_rows, replicas_in_sync
-from latmix_tf.models.dcgan import UpsamplingStack, _plan, checkpoint_variables
+from latmix_tf.models.dcgan import UpsamplingStack, _plan
 
 tfd = tfp.distributions
 
@@ -121,8 +121,9 @@ class VAE(keras.Model):
     return [self.loss_tracker, self.elbo_tracker, self.recon_tracker, self.kl_tracker]
 
   def checkpoint_items(self):
-    """Everything a resumed run needs, as trackable values for `tf.train.Checkpoint`."""
-    return {name: checkpoint_variables(getattr(self, name))
+    """Everything a resumed run needs: networks, optimizer and the step counter (wrapped
+    for `tf.train.Checkpoint` by `latmix_tf.checkpointing`, RNG states included)."""
+    return {name: getattr(self, name)
             for name in ("encoder", "decoder", "optimizer")} | {"step": self.step}
 
   def call(self, x, training=False):

@@ -2,9 +2,11 @@
 
 TF Serving's unit is a *servable*: one version of one model. A model's base path holds its
 versions as numeric subdirectories (`DIR/1/saved_model.pb`, `DIR/2/...`); we accept that
-layout, a bare SavedModel directory (served as version 1) and our own
-`saved_models/<experiment>/seed_<n>/` layout (seed n served as version n), so the exports of
-every experiment can be served without copying. `write_tfserving_layout` turns any of them
+layout, our own `saved_models/<experiment>/seed_<n>/` layout (seed n served as version n)
+and a bare SavedModel directory: one named `seed_<n>` or `<n>` is version n (so
+`erm=saved_models/erm_fmnist/seed_0` is version 0, as it would be inside its experiment
+folder), any other name is version 1. The exports of every experiment are served without
+copying. `write_tfserving_layout` turns any of them
 into the numeric layout plus a `--model_config_file`, so the real `tensorflow_model_server`
 serves the same SavedModels with the same versions.
 
@@ -31,11 +33,15 @@ _SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 
 class ServingError(Exception):
-  """A request the server refuses: `status` is the HTTP code, `message` goes into {"error": ...}."""
+  """A request the server refuses: `status` is the HTTP code, `message` goes into {"error": ...}.
 
-  def __init__(self, status: int, message: str):
+  `retry_after` (seconds) is sent as a `Retry-After` header: set for 503s that a client
+  should simply retry (queue full, server busy with large requests).
+  """
+
+  def __init__(self, status: int, message: str, retry_after: Optional[int] = None):
     super().__init__(message)
-    self.status, self.message = status, message
+    self.status, self.message, self.retry_after = status, message, retry_after
 
 
 def _has_saved_model(path: str) -> bool:
@@ -45,7 +51,8 @@ def _has_saved_model(path: str) -> bool:
 def find_versions(base_path: str) -> Dict[int, str]:
   """Maps version number -> SavedModel directory under `base_path`.
 
-  Accepted layouts: `base_path/saved_model.pb` (version 1); numeric subdirectories
+  Accepted layouts: `base_path/saved_model.pb` (version n if the directory is named
+  `seed_<n>` or `<n>`, else version 1); numeric subdirectories
   `base_path/<v>/saved_model.pb` (TF Serving's layout, version v); `base_path/seed_<n>/`
   (our `saved_models/<experiment>/` layout, version n).
 
@@ -57,7 +64,10 @@ def find_versions(base_path: str) -> Dict[int, str]:
   if not os.path.isdir(base_path):
     raise FileNotFoundError(f"Model base path {base_path!r} does not exist or is not a directory.")
   if _has_saved_model(base_path):
-    return {1: base_path}
+    name = os.path.basename(base_path)
+    seed = _SEED_DIR.match(name)
+    return {int(seed.group(1)) if seed else int(name) if _VERSION_DIR.match(name) else 1:
+            base_path}
   found: Dict[int, str] = {}
   for entry in sorted(os.listdir(base_path)):
     full = os.path.join(base_path, entry)
@@ -120,8 +130,9 @@ def parse_model_specs(specs: Iterable[str]) -> Dict[str, str]:
 def parse_model_config(text: str) -> Dict[str, str]:
   """Reads {name: base_path} from a TF Serving `--model_config_file` (text protobuf).
 
-  Only `name` and `base_path` of each `config { ... }` block are read; version policies and
-  labels are ignored (this server always serves every version it finds).
+  Only `name` and `base_path` of each `config { ... }` block are read here (labels:
+  `parse_version_labels`); version policies are ignored (this server always serves every
+  version it finds).
 
   Raises:
     ValueError: no config block, or a block lacks `name` or `base_path`.
@@ -141,6 +152,23 @@ def parse_model_config(text: str) -> Dict[str, str]:
       fields[key] = m.group(1) if m.group(1) is not None else m.group(2)
     models.update(parse_model_specs([f"{fields['name']}={fields['base_path']}"]))
   return models
+
+
+def parse_version_labels(text: str) -> Dict[str, Dict[str, int]]:
+  """Reads {name: {label: version}} from the `version_labels` of a TF Serving model config.
+
+  `config { name: 'erm' base_path: '...' version_labels { key: 'stable' value: 0 } }` makes
+  `/v1/models/erm/labels/stable` answer with version 0. Models without labels are absent.
+  """
+  text = re.sub(r"#[^\n]*", "", text)
+  out: Dict[str, Dict[str, int]] = {}
+  for block in re.split(r"\bconfig\s*:?\s*\{", text)[1:]:
+    name = re.search(r"\bname\s*:\s*[\"']([^\"']*)[\"']", block)
+    for key, value in re.findall(r"\bversion_labels\s*:?\s*\{\s*key\s*:\s*[\"']([^\"']+)[\"']"
+                                 r"\s*value\s*:\s*(\d+)\s*\}", block):
+      if name:
+        out.setdefault(name.group(1), {})[key] = int(value)
+  return out
 
 
 def write_tfserving_layout(models: Dict[str, str], out_dir: str,
@@ -203,8 +231,9 @@ def read_signature_defs(path: str) -> dict:
 class Servable:
   """One loaded version of one model: its signature functions, input specs and metadata.
 
-  Calls are thread-safe (TensorFlow functions may run concurrently); each request's
-  instances are run as one batch through one call of the signature.
+  Calls are thread-safe (TensorFlow functions may run concurrently). A request's instances
+  run in chunks of at most `chunk_size`, so a 10,000-image request never holds the model
+  (and the memory of one giant batch) while small requests wait.
   """
 
   def __init__(self, name: str, version: int, path: str):
@@ -225,14 +254,21 @@ class Servable:
                               f"signature def (available: {sorted(self.signatures)})")
     return self.signatures[signature_name], self.input_specs[signature_name]
 
-  def predict(self, signature_name: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Runs one batch through a signature; `inputs` must already match its specs."""
+  def predict(self, signature_name: str, inputs: Dict[str, np.ndarray],
+              chunk_size: int = 256) -> Dict[str, np.ndarray]:
+    """Runs a batch through a signature in chunks; `inputs` must already match its specs."""
     fn, _ = self.signature(signature_name)
-    try:
-      outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-      raise ServingError(400, f"{type(e).__name__}: {e}") from e
-    return {k: v.numpy() for k, v in outputs.items()}
+    n = len(next(iter(inputs.values())))
+    parts = []
+    for start in range(0, n, max(1, chunk_size)):
+      try:
+        out = fn(**{k: tf.constant(v[start:start + chunk_size]) for k, v in inputs.items()})
+      except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+        raise ServingError(400, f"{type(e).__name__}: {e}") from e
+      parts.append({k: v.numpy() for k, v in out.items()})
+    if len(parts) == 1:
+      return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def metadata(self) -> dict:
     """GetModelMetadataResponse as JSON: model_spec plus every SignatureDef."""

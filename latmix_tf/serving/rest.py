@@ -12,7 +12,13 @@ object {output name: batched value}, or the bare batched value for a single outp
 Inputs are checked strictly before any model runs: numbers only for numeric tensors (no
 strings, booleans or nulls), rectangular nesting, the signature's rank and static dimensions.
 Every violation is a `ServingError(400, ...)` whose message says what was expected.
+Bodies are decoded by `jsonbody` (nesting depth checked first, arrays element by element),
+large batches run in chunks, and small concurrent ones may be merged (`workers.Batcher`).
 `ModelServer` maps a method and URL to an answer and knows nothing of sockets (server.py).
+
+Routes beyond TF Serving's model routes: `/v1/models/NAME/labels/LABEL[...]` (version
+labels from the model config file, as in TF Serving) and `/metrics` (also at TF Serving's
+`/monitoring/prometheus/metrics`) for Prometheus.
 """
 
 from __future__ import annotations
@@ -20,29 +26,52 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from latmix_tf import export
-from latmix_tf.serving import repository
+from latmix_tf.serving import jsonbody, metrics, repository, workers
 from latmix_tf.serving.repository import ServingError
 
-_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-                    r"(?P<verb>/metadata|:[A-Za-z]+)?$")
+_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)"
+                    r"|/labels/(?P<label>[^/:]+))?(?P<verb>/metadata|:[A-Za-z]+)?$")
+_LONG_VERSION = re.compile(r"^/v1/models/[^/:]+/versions/\d{19,}")
+METRICS_PATHS = ("/metrics", "/monitoring/prometheus/metrics")
+MAX_VERSION_DIGITS = 18  # int64, as TF Serving's version numbers
 
 
-def decode_json(body: bytes) -> Dict[str, Any]:
-  """Parses a request body into a JSON object; 400 for anything else."""
-  try:
-    request = json.loads(body.decode("utf-8"))
-  except (UnicodeDecodeError, ValueError) as e:
-    raise ServingError(400, f"JSON Parse error: {e}") from e
-  if not isinstance(request, dict):
-    raise ServingError(400, f"JSON Value: request body must be a JSON object, got "
-                            f"{type(request).__name__}")
-  return request
+class Route(NamedTuple):
+  """A parsed URL: model name, version digits or label (or neither), verb (or None)."""
+  name: str
+  version: Optional[str]
+  label: Optional[str]
+  verb: Optional[str]
+
+
+def parse_route(method: str, path: str) -> Route:
+  """The model route of `path`; 404 for unknown routes, 400 for a version over 18 digits."""
+  path = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
+  if _LONG_VERSION.match(path):
+    raise ServingError(400, f"Malformed request: version numbers have at most "
+                            f"{MAX_VERSION_DIGITS} digits")
+  match = _ROUTE.match(path)
+  if not match:
+    raise ServingError(404, f"Malformed request: {method} {path[:200]} (routes: /v1/models/"
+                            f"NAME[/versions/V|/labels/L][/metadata|:predict], /metrics)")
+  return Route(*match.group("name", "version", "label", "verb"))
+
+
+def encode_json(answer: Dict[str, Any], rows_per_part: int = 256) -> bytes:
+  """JSON bytes of an answer; long prediction lists are encoded a part at a time so that a
+  10,000-row answer does not hold the GIL in one `json.dumps` call."""
+  rows = answer.get("predictions")
+  if not isinstance(rows, list) or len(rows) <= rows_per_part:
+    return json.dumps(answer).encode("utf-8")
+  parts = [json.dumps(rows[i:i + rows_per_part])[1:-1]
+           for i in range(0, len(rows), rows_per_part)]
+  return ('{"predictions": [' + ", ".join(parts) + "]}").encode("utf-8")
 
 
 def signature_name(request: Dict[str, Any], default: str) -> str:
@@ -62,6 +91,10 @@ def to_tensor(value: Any, spec: tf.TensorSpec, what: str) -> np.ndarray:
   Raises:
     ServingError(400): ragged nesting, non-numeric values, or a shape `spec` does not admit.
   """
+  if isinstance(value, jsonbody.Stacked):
+    if value.columns is not None:
+      raise ServingError(400, f"{what}: expected a tensor, got a list of objects")
+    value = value.array if value.array is not None else []
   try:
     arr = np.asarray(value)
   except ValueError as e:  # numpy 2 refuses ragged nesting
@@ -89,7 +122,19 @@ def to_tensor(value: Any, spec: tf.TensorSpec, what: str) -> np.ndarray:
 
 
 def _row_inputs(instances: Any, specs: Dict[str, tf.TensorSpec]) -> Dict[str, Any]:
-  """Rows -> {input name: list of per-example values}."""
+  """Rows -> {input name: per-example values}."""
+  if isinstance(instances, jsonbody.Stacked):
+    if not instances.count:
+      raise ServingError(400, "'instances' is empty; send at least one instance")
+    if instances.columns is None:
+      if len(specs) != 1:
+        raise ServingError(400, f"the signature has {len(specs)} inputs {sorted(specs)}: each "
+                                f"instance must be an object {{input name: value}}")
+      return {next(iter(specs)): instances.array}
+    if set(instances.columns) != set(specs):
+      raise ServingError(400, f"instances have inputs {sorted(instances.columns)}, the "
+                              f"signature expects {sorted(specs)}")
+    return dict(instances.columns)
   if not isinstance(instances, list):
     raise ServingError(400, f"'instances' must be a list (one entry per example), got "
                             f"{type(instances).__name__}")
@@ -126,6 +171,9 @@ def decode_inputs(request: Dict[str, Any],
     raise ServingError(400, "Missing 'inputs' or 'instances' key")
   if has_rows:
     raw = _row_inputs(request["instances"], specs)
+  elif isinstance(request["inputs"], jsonbody.Stacked) and request["inputs"].columns is not None:
+    raise ServingError(400, "'inputs' must be a tensor or an object {input name: tensor}, "
+                            "not a list of objects (that is the row format: 'instances')")
   elif isinstance(request["inputs"], dict):
     raw = request["inputs"]
     if set(raw) != set(specs):
@@ -155,16 +203,44 @@ def encode_outputs(outputs: Dict[str, np.ndarray], row_format: bool) -> Dict[str
 
 
 class ModelServer:
-  """Answers TF Serving REST requests for a fixed set of loaded servables."""
+  """Answers TF Serving REST requests for a fixed set of loaded servables.
 
-  def __init__(self, servables: Dict[str, Dict[int, repository.Servable]]):
-    self.servables = servables
+  Args:
+    servables: {name: {version: Servable}}.
+    labels: {name: {label: version}} (TF Serving's version labels).
+    max_batch_size: instances per request; more is a 413.
+    chunk_size: the largest batch the model runs at once (large requests are split, batched
+      small ones merged up to it).
+    max_json_depth: deeper nesting in a body is a 400 before it is parsed.
+    batch_timeout_s: None disables batching; else how long a small request waits for others.
+  """
 
-  def _find(self, name: str, version: Optional[str]) -> repository.Servable:
+  def __init__(self, servables: Dict[str, Dict[int, repository.Servable]],
+               labels: Optional[Dict[str, Dict[str, int]]] = None, max_batch_size: int = 10000,
+               chunk_size: int = 64, max_json_depth: int = 32,
+               batch_timeout_s: Optional[float] = None):
+    self.servables, self.labels = servables, dict(labels or {})
+    for name, table in self.labels.items():
+      for label, version in table.items():
+        if version not in servables.get(name, {}):
+          raise ValueError(f"Label {label!r} of model {name!r} points at version {version}, "
+                           f"which is not served (versions: {sorted(servables.get(name, {}))}).")
+    self.max_batch_size, self.chunk_size = max_batch_size, chunk_size
+    self.max_json_depth, self.batch_timeout_s = max_json_depth, batch_timeout_s
+    self.metrics = metrics.Metrics()
+    self._batchers: Dict[Tuple[str, int, str], workers.Batcher] = {}
+
+  def _find(self, route: Route) -> repository.Servable:
+    name, version, label = route.name, route.version, route.label
     versions = self.servables.get(name)
     if not versions:
       raise ServingError(404, f"Servable not found for request: Latest({name}) "
                               f"(models served: {sorted(self.servables)})")
+    if label is not None:
+      if label not in self.labels.get(name, {}):
+        raise ServingError(404, f"Unrecognized servable version label: {label} (labels of "
+                                f"{name}: {sorted(self.labels.get(name, {}))})")
+      return versions[self.labels[name][label]]
     if version is None:
       return versions[max(versions)]
     if int(version) not in versions:
@@ -172,30 +248,67 @@ class ModelServer:
                               f"(versions served: {sorted(versions)})")
     return versions[int(version)]
 
-  def handle(self, method: str, path: str, body: Optional[bytes]) -> Tuple[int, dict]:
-    """(HTTP status, JSON object) for one request; raises ServingError for refusals."""
-    match = _ROUTE.match(urllib.parse.unquote(urllib.parse.urlsplit(path).path))
-    if not match:
-      raise ServingError(404, f"Malformed request: {method} {path} (routes: /v1/models/NAME"
-                              f"[/versions/V][/metadata|:predict])")
-    name, version, verb = match.group("name", "version", "verb")
-    expected_method = "POST" if verb and verb.startswith(":") else "GET"
+  def handle(self, method: str, path: str, body) -> Tuple[int, Any]:
+    """(HTTP status, JSON object or metrics text) for one request; raises ServingError.
+
+    `body` is bytes, or a one-element list holding them (popped, so the caller's copy is
+    the only other reference and the body can be freed once decoded).
+    """
+    if urllib.parse.urlsplit(path).path in METRICS_PATHS:
+      if method != "GET":
+        raise ServingError(405, f"Malformed request: {method} {path} (use GET)")
+      return 200, self.metrics.render()
+    route = parse_route(method, path)
+    expected_method = "POST" if route.verb and route.verb.startswith(":") else "GET"
     if method != expected_method:
       raise ServingError(405, f"Malformed request: {method} {path} (use {expected_method})")
-    servable = self._find(name, version)
-    if verb is None:
-      chosen = [servable] if version else sorted(self.servables[name].values(),
-                                                 key=lambda s: -s.version)
+    servable = self._find(route)
+    if route.verb is None:
+      chosen = ([servable] if route.version or route.label else
+                sorted(self.servables[route.name].values(), key=lambda s: -s.version))
       return 200, {"model_version_status": [
           {"version": str(s.version), "state": "AVAILABLE",
            "status": {"error_code": "OK", "error_message": ""}} for s in chosen]}
-    if verb == "/metadata":
+    if route.verb == "/metadata":
       return 200, servable.metadata()
-    if verb != ":predict":
-      raise ServingError(400 if verb in (":classify", ":regress") else 404,
-                         f"{verb[1:]} is not supported by this server; use :predict")
-    request = decode_json(body or b"")
+    if route.verb != ":predict":
+      raise ServingError(400 if route.verb in (":classify", ":regress") else 404,
+                         f"{route.verb[1:]} is not supported by this server; use :predict")
+    return 200, self.predict(servable, body.pop() if isinstance(body, list) else body)
+
+  def predict(self, servable: repository.Servable, body) -> Dict[str, Any]:
+    """Decodes, checks and runs one predict body (bytes-like) on `servable`."""
+    depth = jsonbody.max_depth(body)
+    if depth > self.max_json_depth:
+      raise ServingError(400, f"JSON nesting depth {depth} exceeds the limit of "
+                              f"{self.max_json_depth}")
+    try:
+      text = body.decode("utf-8") if body else ""
+    except UnicodeDecodeError as e:
+      raise ServingError(400, f"JSON Parse error: {e}") from e
+    del body
+    known = {"sig": export.SIGNATURE}
+
+    def target(name):  # dtype to store floats in, from the signature named so far
+      specs = servable.input_specs.get(known["sig"]) or {}
+      spec = specs.get(name) if name else (next(iter(specs.values())) if len(specs) == 1 else None)
+      return tf.as_dtype(spec.dtype).as_numpy_dtype if spec is not None else None
+
+    request = jsonbody.decode_request(text, target, self.max_batch_size)
+    del text
     sig = signature_name(request, export.SIGNATURE)
+    known["sig"] = sig
     _, specs = servable.signature(sig)
     inputs, row_format = decode_inputs(request, specs)
-    return 200, encode_outputs(servable.predict(sig, inputs), row_format)
+    del request
+    return encode_outputs(self._run(servable, sig, inputs), row_format)
+
+  def _run(self, servable, sig, inputs) -> Dict[str, np.ndarray]:
+    if self.batch_timeout_s is None:
+      return servable.predict(sig, inputs, self.chunk_size)
+    key = (servable.name, servable.version, sig)
+    if key not in self._batchers:
+      self._batchers.setdefault(key, workers.Batcher(
+          lambda x, s=servable, g=sig: s.predict(g, x, self.chunk_size), self.chunk_size,
+          self.batch_timeout_s))
+    return self._batchers[key].run(inputs)

@@ -43,7 +43,7 @@ import keras
 import tensorflow as tf
 
 from latmix_tf import attacks
-from latmix_tf.training.method import Method
+from latmix_tf.training.method import Method, soft_cross_entropy
 
 GENERATOR_LOSSES = ("probability", "cross_entropy")
 
@@ -153,7 +153,7 @@ class GAT(Method):
     if self.cfg.generator_loss == "probability":
       attack_term = tf.reduce_sum(tf.nn.softmax(logits) * y, axis=-1)
     else:
-      attack_term = -attacks.soft_cross_entropy(logits, y)
+      attack_term = -soft_cross_entropy(y, logits)
     size = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
     squared_norm = tf.reduce_sum(tf.square(delta), axis=[1, 2, 3])
     penalty = self.cfg.norm_penalty * squared_norm / (size * self.cfg.epsilon ** 2)

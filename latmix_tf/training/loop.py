@@ -17,31 +17,28 @@ worker builds the same global batch and keeps its replicas' slices, so a global 
 same examples whatever the number of workers (the input is in-memory arrays, cheap to
 rebuild; `distribute_datasets_from_function` would need each worker to cut its own slice).
 
-Resume: a checkpoint (model, optimizer, method state, epoch counter, metrics history) is
-written after every epoch; the epoch's batches are a pure function of (seed, epoch) (see
-data/pipeline.py) and the step seeds of (seed, optimizer step), so a killed run restarted
-with the same command continues from the last readable checkpoint (a damaged one is skipped,
-see `checkpointing.restore_latest`) and ends with the same weights as an uninterrupted run.
+Resume, record-then-checkpoint and chief/worker saves are `training/epochs.EpochLoop`'s,
+shared with the generator and encoder training: the epoch's batches are a pure function of
+(seed, epoch) (see data/pipeline.py) and the step seeds of (seed, optimizer step), so a
+killed run restarted with the same command continues from the last readable checkpoint and
+ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from typing import Callable, Dict, List, Optional
 
 import keras
 import tensorflow as tf
 
-from latmix_tf import checkpointing, distribute
+from latmix_tf import distribute
 from latmix_tf.config import DataConfig, TrainConfig
 from latmix_tf.data.pipeline import Splits, eval_dataset, train_dataset
-from latmix_tf.export import write_json_atomic
+from latmix_tf.training.epochs import EpochLoop
 from latmix_tf.training.method import Method, soft_cross_entropy
 
-HISTORY_FILE = "history.json"
 
 
 def steps_per_epoch(splits: Splits, data_cfg: DataConfig, train_cfg: TrainConfig) -> int:
@@ -77,12 +74,10 @@ class Trainer:
   def __init__(self, model: keras.Model, method: Method, splits: Splits, data_cfg: DataConfig,
                train_cfg: TrainConfig, workdir: str, seed: int,
                strategy: Optional[tf.distribute.Strategy] = None,
-               log: Callable[[str], None] = print, is_chief: Optional[bool] = None):
+               log: Callable[[str], None] = print):
     self.strategy = strategy or tf.distribute.get_strategy()
     self.model, self.method, self.splits = model, method, splits
     self.data_cfg, self.cfg, self.seed = data_cfg, train_cfg, seed
-    self.workdir = distribute.worker_dir(workdir, self.strategy)  # the chief's: unchanged
-    self.is_chief = distribute.is_chief(self.strategy) if is_chief is None else is_chief
     self.log = log
     self.steps = steps_per_epoch(splits, data_cfg, train_cfg)
     self.global_batch = min(data_cfg.batch_size, len(splits.x_train))
@@ -90,16 +85,10 @@ class Trainer:
       self.optimizer = make_optimizer(train_cfg, self.steps * train_cfg.epochs)
       self.optimizer.build(model.trainable_variables)
       method.build(model, splits.num_classes)
-      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # The per-epoch metrics travel in the checkpoint, so they always match the weights.
-    self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
-    items = dict(model=model, optimizer=self.optimizer, epoch=self.epoch,
-                 **method.checkpoint_items())
-    self.checkpoint = checkpointing.checkpoint(history=self.history_json, **items)
-    self._variables = distribute.variables_of(list(items.values()))
-    self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
-    self.manager = tf.train.CheckpointManager(self.checkpoint, self.ckpt_dir,
-                                              max_to_keep=train_cfg.keep_checkpoints)
+    self.loop = EpochLoop(workdir, dict(model=model, optimizer=self.optimizer,
+                                        **method.checkpoint_items()),
+                          train_cfg.epochs, self.strategy, log, keep=train_cfg.keep_checkpoints,
+                          steps=self.steps)
     self._train_step = tf.function(self._distributed_train_step)
     self._eval_step = tf.function(self._distributed_eval_step)
 
@@ -149,39 +138,20 @@ class Trainer:
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
             for k, v in sums.items()}
 
-  # --- Python side: epochs, logging, checkpoints ----------------------------------------
-  def restore(self) -> int:
-    """Restores the latest checkpoint if any; returns the number of finished epochs.
-
-    With several workers only the chief reads its checkpoint; the others receive its values.
-    """
-    if self.is_chief or distribute.num_workers(self.strategy) == 1:
-      latest = checkpointing.restore_latest(self.checkpoint, self.manager,
-                                            self._variables + [self.history_json], self.log)
-      if latest:
-        self.log(f"resumed from {latest} (epoch {int(self.epoch.numpy())})")
-    distribute.sync_variables_from_chief(self.strategy, self._variables)
-    return int(self.epoch.numpy())
-
-  def save(self, epoch: int) -> None:
-    """Checkpoints on every worker (TF guide); a worker's copy goes to a temp dir, deleted."""
-    if self.is_chief:
-      self.manager.save(checkpoint_number=epoch)
-    else:
-      self.checkpoint.write(os.path.join(self.ckpt_dir, f"ckpt-{epoch}"))
-      shutil.rmtree(self.ckpt_dir, ignore_errors=True)
-
+  # --- Python side: one epoch; resume and checkpoints are the EpochLoop's ---------------
   def distribute_dataset(self, ds: tf.data.Dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
     return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
-  def _run(self, ds, step_fn) -> Dict[str, float]:
+  def _run(self, ds, step_fn, advance=None) -> Dict[str, float]:
     totals: Dict[str, float] = {}
     for x, y in self.distribute_dataset(ds):
       for k, v in step_fn(x, y).items():
         totals[k] = totals.get(k, 0.0) + float(v)
+      if advance is not None:
+        advance(1, loss=totals["loss"] / max(totals.get("count", 1.0), 1.0))
     count = max(totals.pop("count", 1.0), 1.0)
     return {k: v / count for k, v in totals.items()}
 
@@ -189,37 +159,20 @@ class Trainer:
     ds = eval_dataset(x, y, self.splits.num_classes, batch_size=self.global_batch)
     return self._run(ds, self._eval_step)
 
+  def run_epoch(self, epoch: int) -> Dict[str, float]:
+    """Trains epoch `epoch` (batches fixed by (seed, epoch)) and scores the validation split."""
+    t0 = time.time()
+    ds = train_dataset(self.splits, self.data_cfg, self.seed, epoch, self.steps)
+    ds = self.method.transform_dataset(ds, epoch, self.seed)
+    train = self._run(ds, self._train_step, self.loop.advance)
+    seconds = time.time() - t0
+    val = self.evaluate(self.splits.x_val, self.splits.y_val)
+    return {"epoch_seconds": seconds, **{f"train/{k}": v for k, v in train.items()},
+            **{f"val/{k}": v for k, v in val.items()}}
+
   def fit(self) -> List[Dict[str, float]]:
     """Trains to `cfg.epochs`, resuming if a checkpoint exists; returns per-epoch metrics."""
-    start = self.restore()
-    history = [h for h in json.loads(self.history_json.numpy().decode())
-               if h["epoch"] <= start]
-    writer = (tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard"))
-              if self.is_chief else tf.summary.create_noop_writer())
-    for epoch in range(start, self.cfg.epochs):
-      t0 = time.time()
-      ds = train_dataset(self.splits, self.data_cfg, self.seed, epoch, self.steps)
-      ds = self.method.transform_dataset(ds, epoch, self.seed)
-      train = self._run(ds, self._train_step)
-      seconds = time.time() - t0
-      val = self.evaluate(self.splits.x_val, self.splits.y_val)
-      row = {"epoch": epoch + 1, "epoch_seconds": seconds,
-             **{f"train/{k}": v for k, v in train.items()},
-             **{f"val/{k}": v for k, v in val.items()}}
-      history.append(row)
-      self.log(f"epoch {epoch + 1}/{self.cfg.epochs}  " + "  ".join(
-          f"{k}={v:.4f}" for k, v in row.items() if k != "epoch") + f"  ({seconds:.1f}s)")
-      with writer.as_default(step=epoch + 1):
-        for k, v in row.items():
-          if k != "epoch":
-            tf.summary.scalar(k, v)
-      self.epoch.assign(epoch + 1)
-      self.history_json.assign(json.dumps(history))
-      self.save(epoch + 1)
-      if self.is_chief:
-        write_json_atomic(os.path.join(self.workdir, HISTORY_FILE), history)
-    writer.flush()
-    return history
+    return self.loop.run(self.run_epoch)
 
 
 def train(model: keras.Model, method: Method, splits: Splits, data_cfg: DataConfig,

@@ -10,6 +10,11 @@ is a small object with four hooks that the one loop in `loop.py` calls:
                                        against (manifold mixup mixes hidden states here)
   after_step(model, x, y, seed)        after the classifier update (e.g. GAT's generator step)
 
+Methods that consume earlier stages (latent mixup: generator, encoder, latent bank) are
+built by a factory from a `MethodContext` (see registry.py) and list those stages' key hashes
+in `upstream`, which the classifier stage adds to its key; `report` contributes their
+figures, notes and metrics to the experiment's report.
+
 All hooks run inside one compiled `tf.function` (and, under a `tf.distribute` strategy, in
 each replica). `seed` is a shape-[2] int64 tensor, different for every step and replica,
 meant for stateless random ops, so that a resumed run draws the same random numbers.
@@ -21,7 +26,7 @@ weights those rows by w in the loss and in the logged metrics (see adversarial.p
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -31,10 +36,43 @@ def soft_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
   return -tf.reduce_sum(labels * tf.nn.log_softmax(logits, axis=-1), axis=-1)
 
 
+@dataclasses.dataclass(frozen=True)
+class MethodContext:
+  """What a method factory may use besides its config (all optional for plain methods).
+
+  Attributes:
+    splits: the data splits the classifier trains on.
+    dataset: their dataset's registered name.
+    workdir: the experiment's run directory; stages a method consumes live below it.
+    seed: the run's seed.
+    batch_size: the loop's global (real) batch size.
+    strategy: `tf.distribute` strategy.
+    log: progress sink.
+    rebuild: stage names to rebuild ("generator", "encoder", "bank", ...).
+    reference_network: export dir of the dataset's named reference classifier, whose
+      features measure generated images (the generator's Fréchet distance); None skips it.
+  """
+  splits: Any = None
+  dataset: Optional[str] = None
+  workdir: Optional[str] = None
+  seed: int = 0
+  batch_size: int = 128
+  strategy: Any = None
+  log: Callable[[str], None] = print
+  rebuild: Tuple[str, ...] = ()
+  reference_network: Optional[str] = None
+
+
 class Method:
   """Base class: ERM behaviour for every hook. Subclasses override what they change."""
 
   name = "erm"
+  upstream: Dict[str, str] = {}  # stage name -> key hash of the stages this method consumes
+
+  def report(self, out_dir: str) -> Dict[str, Any]:
+    """Figures (paths), notes (lines) and metrics this method adds to the run's report."""
+    del out_dir
+    return {"figures": [], "notes": [], "metrics": {}}
 
   def build(self, model, num_classes: int) -> None:
     """Creates extra state (networks, optimizers); called inside the strategy scope."""

@@ -16,15 +16,15 @@ A S_t A. Everything is in float64, which is stable for singular covariances too.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-from latmix_tf import export
-from latmix_tf.generative import generator_checkpoint_hash
+from latmix_tf import export, stages
+from latmix_tf.data.pipeline import to_float
+from latmix_tf.generative.handle import generator_checkpoint_hash
 
 FeatureSource = Union[str, Callable[[tf.Tensor], tf.Tensor]]
 
@@ -99,7 +99,7 @@ def compute_features(extract: Callable[[tf.Tensor], tf.Tensor], images: np.ndarr
   out = []
   for i in range(0, len(images), batch_size):
     batch = images[i:i + batch_size]
-    x = tf.constant(batch, tf.float32) / (255.0 if batch.dtype == np.uint8 else 1.0)
+    x = tf.constant(to_float(batch))
     out.append(np.asarray(extract(x)).reshape(len(batch), -1))
   return np.concatenate(out, axis=0)
 
@@ -126,39 +126,33 @@ def generator_frechet_distance(gm, test_images: np.ndarray, classifier: FeatureS
   return frechet_distance_from_features(compute_features(extract, fake, batch_size), real)
 
 
-def saved_model_fingerprint(export_dir: str) -> str:
-  """SHA-256 (16 hex) of a SavedModel's fingerprint.pb (TF's checksums of graph + weights)."""
-  path = os.path.join(export_dir, "fingerprint.pb")
-  if not os.path.isfile(path):
-    path = os.path.join(export_dir, "saved_model.pb")
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()[:16]
+def frechet_stage(gm, generator_key: str, test_images: np.ndarray, feature_model: str,
+                  directory: str, num_samples: int = 10000, seed: int = 0,
+                  log: Callable[[str], None] = print) -> stages.StageResult:
+  """The "frechet" stage: `generator_frechet_distance` against a SavedModel's features.
 
-
-def cached_generator_frechet_distance(gm, test_images: np.ndarray, feature_model: str,
-                                      record_path: str, num_samples: int = 10000,
-                                      seed: int = 0, log: Callable[[str], None] = print
-                                      ) -> Dict[str, Any]:
-  """`generator_frechet_distance` against a SavedModel, cached in `record_path` (JSON).
-
-  Why cached: a rerun of an experiment whose generator and feature network did not change
-  should not spend ~20 s recomputing the same figure. The record is keyed by the generator's
-  weight hash, the feature SavedModel's fingerprint, N and the seed; any change recomputes.
-  Returns {"frechet_distance", "feature_model", "num_samples", "key"}.
+  Why a stage: a rerun whose generator and feature network did not change should not spend
+  ~20 s recomputing the same figure. Keyed by the generator stage's key and weights, the
+  feature SavedModel's fingerprint, N and the seed; any change recomputes. Its outputs are
+  {"frechet_distance", "feature_model", "num_samples"}.
   """
   n = min(num_samples, len(test_images))
-  key = {"generator": generator_checkpoint_hash(gm), "features": saved_model_fingerprint(feature_model),
-         "num_samples": n, "seed": int(seed)}
-  record = export.read_json(record_path)
-  try:
-    if record.get("key") == key and np.isfinite(record.get("frechet_distance", np.nan)):
-      return record
-  except (TypeError, AttributeError):
-    pass  # not a record of ours: recomputed and overwritten below
-  fd = generator_frechet_distance(gm, test_images, feature_model, num_samples=n, seed=seed)
-  record = {"frechet_distance": float(fd), "feature_model": os.path.abspath(feature_model),
-            "num_samples": n, "key": key}
-  export.write_json_atomic(record_path, record)
-  log(f"generator Fréchet distance ({n} samples vs {n} test images, features of "
-      f"{feature_model}): {fd:.2f}")
-  return record
+  key = {"generator": generator_key, "generator_weights": generator_checkpoint_hash(gm),
+         "features": export.saved_model_fingerprint(feature_model), "num_samples": n,
+         "seed": int(seed)}
+
+  def build(resumed):
+    del resumed
+    fd = generator_frechet_distance(gm, test_images, feature_model, num_samples=n, seed=seed)
+    log(f"generator Fréchet distance ({n} samples vs {n} test images, features of "
+        f"{feature_model}): {fd:.2f}")
+    return fd, {"frechet_distance": float(fd), "feature_model": os.path.abspath(feature_model),
+                "num_samples": n}
+
+  def load(record):
+    value = record["outputs"].get("frechet_distance")
+    if not isinstance(value, (int, float)) or not np.isfinite(value):
+      raise stages.StageDamaged("no finite distance in the record")
+    return value
+
+  return stages.run_stage(stages.Stage("frechet", directory, key), build, load, log=log)

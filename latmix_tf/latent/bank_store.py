@@ -2,7 +2,7 @@
 
 Why a module of its own: what makes a cached bank trustworthy (every file carries its key and
 a SHA-256 of its contents; writes are temp file + fsync + rename) is independent of how the
-codes are computed (`latmix_tf.latent_bank`). Any unreadable, truncated, mis-shaped,
+codes are computed (`latmix_tf.latent.bank`). Any unreadable, truncated, mis-shaped,
 other-key or checksum-mismatched file raises `BankError`, which the builder answers by
 recomputing; nothing here ever returns damaged data.
 """
@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from latmix_tf.export import write_json_atomic
+from latmix_tf.jsonio import write_json_atomic
 
 BANK_FILE, META_FILE = "bank.npz", "bank.json"
 _ARRAYS = ("z", "labels", "mse", "psnr")
@@ -117,7 +117,7 @@ class LatentBank:
     npz, meta_path = os.path.join(bank_dir, BANK_FILE), os.path.join(bank_dir, META_FILE)
     if not (os.path.isfile(npz) and os.path.isfile(meta_path)):
       raise FileNotFoundError(f"No latent bank in {bank_dir!r} (need {BANK_FILE} and "
-                              f"{META_FILE}); build one with build_or_load_bank(...).")
+                              f"{META_FILE}); build one with latmix_tf.latent.bank.bank_stage(...).")
     try:
       with open(meta_path) as f:
         meta = json.load(f)
@@ -139,11 +139,3 @@ class LatentBank:
             "mean_psnr": float(np.mean(self.psnr)),
             "median_psnr": float(np.median(self.psnr)),
             "psnr_below_20db": float(np.mean(self.psnr < 20.0))}
-
-
-def read_meta_key(meta_path: str) -> Optional[str]:
-  try:
-    with open(meta_path) as f:
-      return json.load(f).get("key_hash")
-  except (OSError, ValueError, AttributeError):
-    return None

@@ -21,38 +21,16 @@ second core while the step trains, so "pipeline" is the default.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from latmix_tf import mixing
-from latmix_tf.config import GeneratorConfig, InversionConfig
+from latmix_tf.config import LatentMixupConfig  # noqa: F401 (re-exported; defined with the configs)
+from latmix_tf.training import mixing
 from latmix_tf.training.method import Method
 
 PAIRINGS = ("random", "different_class", "same_class")
-
-
-@dataclasses.dataclass(frozen=True)
-class LatentMixupConfig:
-  """Latent-Mixup hyper-parameters, and the generator / inversion that feed it.
-
-  Attributes:
-    alpha: Beta(α, α) concentration of λ.
-    mixed_fraction: share f of latent-mixed examples in each (real + mixed) batch.
-    pairs: "random" (any pair, the method's default), "different_class" or "same_class".
-    decode_in: "pipeline" (tf.data decodes) or "step" (the train step decodes).
-    generator: the generative model (DCGAN or VAE).
-    inversion: how training images are turned into latent codes.
-  """
-  name: str = "latent_mixup"
-  alpha: float = 1.0
-  mixed_fraction: float = 0.2
-  pairs: str = "random"
-  decode_in: str = "pipeline"
-  generator: GeneratorConfig = GeneratorConfig()
-  inversion: InversionConfig = InversionConfig()
 
 
 def num_mixed(batch_size: int, fraction: float) -> int:
@@ -139,6 +117,9 @@ def latent_mix_dataset(z_bank: np.ndarray, sampler: PairSampler, num_classes: in
 class LatentMixup(Method):
   """The Latent-Mixup method of the single training loop.
 
+  Built by `latmix_tf.latent.build_latent_mixup`, which runs the generator, encoder and bank
+  stages first; this class only needs their results.
+
   Args:
     cfg: `LatentMixupConfig`.
     gen: generative-model handle (`latmix_tf.generative.GenerativeModel`): `decode(z)`.
@@ -148,15 +129,23 @@ class LatentMixup(Method):
 
   name = "latent_mixup"
 
-  def __init__(self, cfg: LatentMixupConfig, gen=None, bank=None, batch_size: int = 128):
+  def __init__(self, cfg: LatentMixupConfig, gen=None, bank=None, batch_size: int = 128,
+               upstream: Optional[Dict[str, str]] = None,
+               reporter: Optional[Callable[["LatentMixup", str], Dict]] = None):
     if gen is None or bank is None:
-      raise ValueError("LatentMixup needs the generator and the latent bank (see "
-                       "experiments/latent_mixup.py, which builds them).")
+      raise ValueError("LatentMixup needs the generator and the latent bank: build it with "
+                       "latmix_tf.latent.build_latent_mixup, which runs those stages.")
     if cfg.decode_in not in ("pipeline", "step"):
       raise ValueError(f"decode_in must be 'pipeline' or 'step', got {cfg.decode_in!r}.")
+    if cfg.input_mixup_alpha < 0:
+      raise ValueError(f"input_mixup_alpha must be >= 0 (0 = off), got {cfg.input_mixup_alpha}.")
     self.cfg, self.gen, self.bank = cfg, gen, bank
+    self.upstream, self._reporter = dict(upstream or {}), reporter
     self.m = num_mixed(batch_size, cfg.mixed_fraction)
     self.real_weight = batch_size / (batch_size + self.m)
+
+  def report(self, out_dir: str) -> Dict:
+    return self._reporter(self, out_dir) if self._reporter else super().report(out_dir)
 
   def build(self, model, num_classes: int) -> None:
     self.num_classes = num_classes
@@ -176,6 +165,10 @@ class LatentMixup(Method):
 
   def prepare_batch(self, model, x, y, seed) -> Tuple[tf.Tensor, tf.Tensor]:
     (x_real, extra), (y_real, y_mixed) = x, y
+    if self.cfg.input_mixup_alpha > 0:  # the ablation: input mixup on the real part too
+      lam, perm = mixing.draw_lambda_and_partner(tf.shape(x_real)[0],
+                                                 self.cfg.input_mixup_alpha, seed)
+      x_real, y_real = mixing.mix_with_partner(x_real, tf.cast(y_real, tf.float32), lam, perm)
     x_mixed = extra if self.cfg.decode_in == "pipeline" else self.gen.decode(extra)
     x_all = tf.concat([x_real, tf.cast(x_mixed, x_real.dtype)], axis=0)
     y_all = tf.concat([y_real, y_mixed], axis=0) * self.real_weight

@@ -5,7 +5,7 @@ that G decodes back into (nearly) that image. Two tools, combined:
 
 * an encoder E: x -> z (`models/encoder.py`), trained with G frozen on pairs (G(z), z),
   z from the prior (latent regression), plus ||G(E(x)) - x||^2 on real images
-  (`latmix_tf.inversion_encoder.train_encoder`, cached and resumable);
+  (`latmix_tf.latent.encoder`, a cached and resumable stage);
 * latent optimisation (Lipton & Tripathi 2017): Adam on z for K steps, minimising
   pixel MSE + w * feature distance (activations of a fixed network: the GAN's discriminator
   or the dataset classifier), with *stochastic clipping*: after each step, components that
@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf.config import InversionConfig
+from latmix_tf.data.pipeline import to_float
 from latmix_tf.models.dcgan import PRIORS, sample_prior
 
 FeatureFn = Callable[[tf.Tensor], Sequence[tf.Tensor]]
@@ -119,8 +120,16 @@ def resolve_feature_fn(gen, cfg: InversionConfig, feature_fn: Optional[FeatureFn
                    "'discriminator', 'classifier'.")
 
 
-def _as_float_images(x: np.ndarray) -> np.ndarray:
-  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.asarray(x, np.float32)
+def inversion_start(gen, cfg: InversionConfig) -> str:
+  """Where the latent optimisation starts - the one place this is decided.
+
+  "random" (prior samples, `cfg.random_starts`), "model_encoder" (the generator brought its
+  own encoder: a VAE's posterior mean, a recall-trained DCGAN's E) or "encoder" (a post-hoc
+  encoder must be trained first: `latmix_tf.latent.encoder`).
+  """
+  if cfg.random_starts:
+    return "random"
+  return "model_encoder" if callable(getattr(gen, "encode", None)) else "encoder"
 
 
 class Inverter:
@@ -145,13 +154,8 @@ class Inverter:
     self.gen, self.cfg, self.encoder = gen, cfg, encoder
     self.latent_dim = int(gen.latent_dim)
     self.batch_size = int(batch_size or cfg.batch_size)
-    if cfg.random_starts:
-      self.init = "random"
-    elif callable(getattr(gen, "encode", None)):
-      self.init = "model_encoder"
-    elif encoder is not None:
-      self.init = "encoder"
-    else:
+    self.init = inversion_start(gen, cfg)
+    if self.init == "encoder" and encoder is None:
       raise ValueError("No starting point for the inversion: pass the encoder from "
                        "train_encoder(...), use a generator with its own encoder (a VAE, or a "
                        "DCGAN with recon_weight > 0), or set cfg.random_starts=True.")
@@ -215,7 +219,8 @@ class Inverter:
     best_z, best_mse = keep_best(z, _pixel_mse(self.gen.decode(z), x), best_z, best_mse)
     return best_z, best_mse
 
-  def invert(self, x: np.ndarray, seed: int = 0, offset: int = 0
+  def invert(self, x: np.ndarray, seed: int = 0, offset: int = 0,
+             on_batch: Optional[Callable[[int], None]] = None
              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverts any number of images (uint8 [0,255] or float [0,1], NHWC).
 
@@ -224,10 +229,11 @@ class Inverter:
       seed: run seed; batch b draws its random numbers from (seed, offset + b * batch).
       offset: absolute index of x[0] in the dataset, so that a chunk inverted on its own
         gets the same random numbers as in a whole-set run.
+      on_batch: called with the number of images after each batch (progress).
     Returns:
       (z float32 [N, d], pixel MSE float32 [N], PSNR dB float32 [N]).
     """
-    x = _as_float_images(x)
+    x = to_float(np.asarray(x))
     n, bs = len(x), self.batch_size
     z = np.empty((n, self.latent_dim), np.float32)
     mse = np.empty((n,), np.float32)
@@ -239,4 +245,6 @@ class Inverter:
       zb, mb = self.invert_batch(tf.constant(xb),
                                  tf.constant([seed, offset + start], tf.int64))
       z[start:start + k], mse[start:start + k] = zb.numpy()[:k], mb.numpy()[:k]
+      if on_batch is not None:
+        on_batch(k)
     return z, mse, psnr_from_mse(mse)

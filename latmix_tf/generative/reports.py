@@ -11,7 +11,7 @@ interpolations that leave the data manifold. These PNGs make that visible at a g
   of different classes, framed by the two originals - the inputs of latent mixup.
 
 Figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state, no
-windows), written via temp file + rename.
+windows), written by `latmix_tf.plotting.save_figure`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from latmix_tf.data.pipeline import to_float
+from latmix_tf.plotting import save_figure
 from latmix_tf.models.dcgan import sample_prior
 
 
@@ -31,19 +32,6 @@ def _decode(gen, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
   out = [np.asarray(gen.decode(tf.constant(z[i:i + batch_size], tf.float32)))
          for i in range(0, len(z), batch_size)]
   return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
-
-def _as_float(x: np.ndarray) -> np.ndarray:
-  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.asarray(x, np.float32)
-
-
-def _save(fig: Figure, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  FigureCanvasAgg(fig)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100, bbox_inches="tight")
-  os.replace(tmp, path)
-  return path
 
 
 def _show(ax, img: np.ndarray) -> None:
@@ -69,13 +57,13 @@ def sample_grid(gen, path: str, n: int = 64, seed: int = 0, ncol: int = 8) -> st
     else:
       ax.axis("off")
   fig.suptitle(f"samples G(z), z ~ {gen.prior} prior")
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=100)
 
 
 def reconstruction_grid(x: np.ndarray, x_rec: np.ndarray, path: str,
                         psnr: Optional[np.ndarray] = None, ncol: int = 8) -> str:
   """Originals (odd rows) above their reconstructions G(z) (even rows), PSNR in titles."""
-  x, x_rec = _as_float(x), np.asarray(x_rec, np.float32)
+  x, x_rec = to_float(x), np.asarray(x_rec, np.float32)
   n = len(x)
   pairs = -(-n // ncol)
   fig = Figure(figsize=(ncol * 1.0, pairs * 2.1))
@@ -95,7 +83,7 @@ def reconstruction_grid(x: np.ndarray, x_rec: np.ndarray, path: str,
       top.set_ylabel("x", fontsize=8)
       bottom.set_ylabel("G(z)", fontsize=8)
   fig.suptitle("training images and their reconstructions from the latent bank")
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=100)
 
 
 def psnr_histogram(psnr: np.ndarray, path: str, target: Optional[float] = 22.0) -> str:
@@ -112,7 +100,7 @@ def psnr_histogram(psnr: np.ndarray, path: str, target: Optional[float] = 22.0) 
   ax.set_title(f"inversion quality over {len(psnr)} images "
                f"(median {np.median(psnr):.2f} dB)")
   ax.legend()
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=100)
 
 
 def pick_pairs(labels: np.ndarray, n_pairs: int, seed: int = 0) -> np.ndarray:
@@ -152,7 +140,7 @@ def interpolation_strips(gen, z: np.ndarray, pairs: np.ndarray, path: str,
   for r, (i, j) in enumerate(pairs):
     row = list(images[r])
     if x is not None:
-      row = [_as_float(x[i:i + 1])[0]] + row + [_as_float(x[j:j + 1])[0]]
+      row = [to_float(x[i:i + 1])[0]] + row + [to_float(x[j:j + 1])[0]]
     for c, img in enumerate(row):
       ax = fig.add_subplot(len(pairs), ncol, r * ncol + c + 1)
       _show(ax, img)
@@ -164,7 +152,7 @@ def interpolation_strips(gen, z: np.ndarray, pairs: np.ndarray, path: str,
       names = class_names or [str(k) for k in range(int(np.max(labels)) + 1)]
       fig.axes[r * ncol].set_ylabel(f"{names[labels[i]]}\n-> {names[labels[j]]}", fontsize=6)
   fig.suptitle("latent interpolations G((1-t) z_i + t z_j) between training images")
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=100)
 
 
 def gen_image_shape(gen, x: Optional[np.ndarray]) -> tuple:

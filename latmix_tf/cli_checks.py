@@ -1,0 +1,209 @@
+"""Command-line checks that run before any work and before TensorFlow is imported.
+
+Why: a run must never train for minutes and then fail on one of its arguments (an export
+folder that is a file, a read-only workdir), nor make a user wait for TensorFlow's start-up
+(5 s idle, minutes on a loaded machine) to hear that an experiment name is misspelt. Everything
+here is standard library only and writes nothing that stays (the write probe removes its file).
+
+Experiment names: the registry (`experiments/`) imports TensorFlow, so the names are read
+from a small cache derived from it (`NameCache`), keyed by the SHA-256 of the registry's
+source files. The registry stays the one source of truth: the cache is rewritten from it on
+every run that imports it, and a stale or missing cache is never trusted (the caller then
+imports the registry, as before). User errors are `UsageError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import hashlib
+import os
+import re
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence
+
+from latmix_tf import jsonio
+
+SEED_MAX = 2**31 - 1  # keras.utils.set_random_seed and the int32 stateless seeds
+
+
+class UsageError(ValueError):
+  """A bad flag value; the message names the flag and what is wrong."""
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+  if not 0 <= seed <= SEED_MAX:
+    raise UsageError(f"{flag}={seed}: a seed must be an integer in 0..{SEED_MAX}.")
+  return seed
+
+
+def parse_seeds(values: Optional[Sequence[str]]) -> Optional[tuple]:
+  """`--seeds=0,1,2` -> (0, 1, 2) (duplicates dropped); None when not given."""
+  if not values:
+    return None
+  out = []
+  for v in values:
+    try:
+      seed = int(str(v).strip())
+    except ValueError:
+      raise UsageError(f"--seeds={','.join(map(str, values))}: {v!r} is not an integer; "
+                       f"pass seeds like --seeds=0,1,2.") from None
+    out.append(check_seed(seed, "--seeds"))
+  return tuple(dict.fromkeys(out))
+
+
+def check_choices(values: Optional[Sequence[str]], valid: Sequence[str], flag: str) -> None:
+  unknown = [v for v in values or () if v not in valid]
+  if unknown:
+    raise UsageError(f"{flag}={','.join(values)}: unknown {', '.join(map(repr, unknown))}; "
+                     f"valid: {', '.join(valid)}.")
+
+
+def check_writable_dir(path: str, flag: str) -> str:
+  """Checks that `path` is, or can be created as, a folder we can write in; returns it absolute.
+
+  Nothing is created: the nearest existing ancestor is checked and probed with a temporary
+  file that is removed at once (permission bits alone miss read-only mounts and root).
+  """
+  if not path:
+    raise UsageError(f"{flag} is empty: pass a folder.")
+  full = os.path.abspath(os.path.expanduser(path))
+  probe = full
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    where = "is a file" if probe == full else f"cannot be created: {probe} is a file"
+    raise UsageError(f"{flag}={path}: {where}, not a folder.")
+  try:
+    fd, tmp = tempfile.mkstemp(prefix=".latmix-write-test-", dir=probe)
+    os.close(fd)
+    os.unlink(tmp)
+  except OSError as e:
+    what = "is not writable" if probe == full else f"cannot be created in {probe}"
+    raise UsageError(f"{flag}={path}: {what} ({e.strerror}).") from None
+  return full
+
+
+# --- what an OSError means to a user ------------------------------------------------------
+
+# The environment's fault, not the program's: reported as one line, no traceback.
+USER_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted", errno.ENOTDIR: "not a folder",
+               errno.EISDIR: "is a folder", errno.ENOENT: "no such file or folder",
+               errno.ENAMETOOLONG: "name too long", errno.EEXIST: "already exists"}
+_TF_FS_ERRORS = ("No space left on device", "Read-only file system", "Permission denied",
+                 "Not a directory", "Disk quota exceeded")
+
+
+def environment_error(e: BaseException, doing: str = "") -> Optional[str]:
+  """A one-line message if `e` is a filesystem problem of the user's machine, else None.
+
+  Covers Python's OSError (errno above; with its path, or `doing` when the writer gave none,
+  as PIL does on a full disk) and TensorFlow's file errors (checkpoint or SavedModel writes).
+  """
+  if isinstance(e, OSError) and e.errno in USER_ERRNOS:
+    path = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
+    where = path or (f"while {doing}" if doing else "")
+    return f"{where}: {USER_ERRNOS[e.errno]} ({e.strerror or e})".lstrip(": ")
+  if type(e).__module__.startswith("tensorflow"):
+    text = str(e).strip()
+    if any(s in text for s in _TF_FS_ERRORS):
+      return text.splitlines()[0][:300]
+  return None
+
+
+# --- experiment names without TensorFlow ----------------------------------------------------
+
+def _cache_root() -> str:
+  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                      "latmix")
+
+
+class NameCache:
+  """Registry facts (experiment names, compare methods) keyed by the registry's sources."""
+
+  def __init__(self, registry_dir: str, cache_file: Optional[str] = None):
+    self.registry_dir = registry_dir
+    self.path = cache_file or os.path.join(_cache_root(), "registry_names.json")
+
+  def stamp(self) -> str:
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(self.registry_dir, "**", "*.py"), recursive=True)):
+      with open(path, "rb") as f:
+        h.update(path.encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+  def read(self) -> Optional[Dict[str, List[str]]]:
+    """The cached facts if they were derived from the current sources, else None."""
+    cached = jsonio.read_json(self.path)
+    if isinstance(cached, dict) and cached.get("stamp") == self.stamp():
+      return cached
+    return None
+
+  def write(self, experiments: Sequence[str], methods: Sequence[str]) -> None:
+    """Records the registry's facts (called with the real registry in hand)."""
+    try:
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      jsonio.write_json_atomic(self.path, {"stamp": self.stamp(), "experiments": sorted(experiments),
+                                           "methods": list(methods)})
+    except OSError:
+      pass  # a read-only home: the next run imports the registry to check names, nothing else
+
+
+def check_experiment(name: str, facts: Dict[str, List[str]]) -> None:
+  if name not in facts["experiments"]:
+    raise UsageError(f"Unknown experiment {name!r}. Valid experiments: "
+                     f"{', '.join(facts['experiments'])}.")
+
+
+def check_compare_flags(name: str, methods: Optional[Sequence[str]],
+                        seeds: Optional[Sequence[str]], facts: Optional[dict]) -> None:
+  """--methods/--seeds apply to compare_* only; --methods names must be known methods."""
+  if not re.match(r"compare_", name) and (methods or seeds):
+    flag = "--methods" if methods else "--seeds"
+    raise UsageError(f"{flag} applies to compare_* experiments only; {name} runs one method "
+                     f"and one --seed.")
+  if methods and facts and facts.get("methods"):
+    check_choices(methods, facts["methods"], "--methods")
+
+
+def check_run_flags(seed: int, seeds, workdir: str,
+                    export_dir: Optional[str]) -> Optional[tuple]:
+  """All checks of a run's flags that need neither TensorFlow nor the registry."""
+  check_seed(seed)
+  parsed = parse_seeds(seeds)
+  check_writable_dir(workdir, "--workdir")
+  if export_dir is not None:
+    check_writable_dir(export_dir, "--export_dir")
+  return parsed
+
+
+def quiet_tensorflow_import(write: Callable[[str], None]) -> None:
+  """Imports TensorFlow and probes devices with fd 2 captured, then replays what matters.
+
+  TF 2.21 prints ~7 lines (absl pre-init warning, oneDNN notice, "Could not find cuda
+  drivers", a cuInit failure) from C++ before any log level applies; on a machine without a
+  GPU they bury the one line that matters. Lines that are not this start-up noise (a real
+  import error, a warning of ours) are written through `write`.
+  """
+  noise = re.compile(
+      r"^(WARNING: All log messages before absl::InitializeLog|To enable the following "
+      r"instructions|[IW]\d{4} [\d:. ]+\d+ \w+\.cc:\d+\]|E\d{4} [\d:. ]+\d+ "
+      r"(cuda_\w+|cudart_stub|gpu_\w+)\.cc:\d+\])")
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      tf.config.list_physical_devices("GPU")  # the cuInit probe happens here
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      for line in captured.read().decode(errors="replace").splitlines():
+        if line.strip() and not noise.match(line):
+          write(line)

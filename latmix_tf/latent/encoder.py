@@ -1,0 +1,129 @@
+"""The post-hoc inversion encoder E: x -> z, for a generator that did not bring one.
+
+Why: Adam from E(x) reaches in ~20 steps what random starts need ~200 for
+(`benchmarks/inversion_speed.py`), which makes inverting all 60k training images a matter of
+minutes. Only the plain DCGAN needs this stage: the VAE's posterior mean and the recall-
+trained DCGAN's own E start the inversion themselves (`inversion.inversion_start` decides).
+E is trained with G frozen on two terms:
+  * latent regression on pairs (G(z), z), z drawn from the prior: ||E(G(z)) - z||^2;
+  * reconstruction of real training images: w * ||G(E(x)) - x||^2 (`encoder_recon_weight`),
+    which pulls E towards codes that reproduce *real* images, not only generated ones.
+One epoch is one `tf.function` over its steps; the epochs run through the shared
+`training.epochs.EpochLoop` (resume, history in the checkpoint), and the whole training is
+the "encoder" stage, keyed by the generator stage, the encoder fields, the data and the seed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from latmix_tf import stages
+from latmix_tf.config import InversionConfig
+from latmix_tf.data.pipeline import to_float
+from latmix_tf.latent.inversion import psnr_from_mse
+from latmix_tf.models.dcgan import sample_prior
+from latmix_tf.models.encoder import InversionEncoder, build_encoder
+from latmix_tf.training.epochs import EpochLoop
+
+ENCODER_FIELDS = ("encoder_epochs", "encoder_steps_per_epoch", "encoder_learning_rate",
+                  "encoder_batch_size", "encoder_recon_weight", "encoder_base_filters")
+
+
+def encoder_key(generator_key: str, cfg: InversionConfig, data_fingerprint: str,
+                seed: int) -> Dict:
+  """Everything the trained encoder depends on."""
+  return {"generator": generator_key, "encoder": {f: getattr(cfg, f) for f in ENCODER_FIELDS},
+          "data": data_fingerprint, "seed": int(seed)}
+
+
+def _build(gen, cfg: InversionConfig, image_shape, seed: int):
+  encoder = build_encoder(gen.latent_dim, gen.prior, image_shape, cfg.encoder_base_filters,
+                          seed=seed)
+  optimizer = keras.optimizers.Adam(cfg.encoder_learning_rate)
+  optimizer.build(encoder.trainable_variables)
+  return encoder, optimizer
+
+
+def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, directory: str,
+                  seed: int = 0, log: Callable[[str], None] = print) -> InversionEncoder:
+  """Trains E (resuming from `<directory>/checkpoints`); returns it.
+
+  Args:
+    gen: the frozen generator (`decode`, `latent_dim`, `prior`).
+    x_train: uint8 training images [N, H, W, C].
+    cfg: inversion config (encoder_* fields).
+    directory: checkpoints and history.json.
+    seed: seed of the prior draws and of the batch order.
+    log: progress sink.
+  Raises:
+    FloatingPointError: the losses became non-finite.
+  """
+  encoder, optimizer = _build(gen, cfg, x_train.shape[1:], seed)
+  loop = EpochLoop(directory, {"encoder": encoder, "optimizer": optimizer},
+                   cfg.encoder_epochs, log=log, name="encoder ", tensorboard=False)
+  n, bs = len(x_train), min(cfg.encoder_batch_size, len(x_train))
+  steps = cfg.encoder_steps_per_epoch or max(n // bs, 1)
+  x_all = tf.constant(x_train)
+
+  @tf.function(input_signature=[tf.TensorSpec([steps, bs], tf.int32),
+                                tf.TensorSpec([], tf.int64)])
+  def train_epoch(batches, epoch):
+    """One epoch in one graph: `batches` holds the real-image indices of every step."""
+    sums = tf.zeros([2])
+    for s in tf.range(steps):
+      step_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 10**7 + tf.cast(s, tf.int64)])
+      z = sample_prior(gen.prior, bs, gen.latent_dim, step_seed)
+      x_fake = tf.stop_gradient(gen.decode(z))
+      x_real = to_float(tf.gather(x_all, batches[s]))
+      with tf.GradientTape() as tape:
+        latent = tf.reduce_mean(tf.square(encoder(x_fake, training=True) - z))
+        recon = tf.reduce_mean(tf.square(gen.decode(encoder(x_real, training=True)) - x_real))
+        loss = latent + cfg.encoder_recon_weight * recon
+      grads = tape.gradient(loss, encoder.trainable_variables)
+      optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
+      sums += tf.stack([latent, recon])
+    return sums / float(steps)
+
+  def run_epoch(epoch):
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    batches = perm[np.arange(steps * bs) % n].reshape(steps, bs).astype(np.int32)
+    latent, recon = (float(v) for v in train_epoch(tf.constant(batches),
+                                                   tf.constant(epoch, tf.int64)))
+    if not np.isfinite(latent + recon):
+      raise FloatingPointError(
+          f"encoder training diverged at epoch {epoch} (latent {latent}, recon {recon}); "
+          "lower encoder_learning_rate or check the generator.")
+    return {"latent_mse": latent, "recon_mse": recon,
+            "recon_psnr": float(psnr_from_mse(recon))}
+
+  loop.run(run_epoch)
+  return encoder
+
+
+def encoder_stage(gen, generator_key: str, x_train: np.ndarray, data_fingerprint: str,
+                  cfg: InversionConfig, directory: str, seed: int = 0, rebuild: bool = False,
+                  log: Callable[[str], None] = print) -> stages.StageResult:
+  """The "encoder" stage: `train_encoder`, cached by `encoder_key` in `directory`."""
+  stage = stages.Stage("encoder", directory, encoder_key(generator_key, cfg, data_fingerprint,
+                                                         seed))
+
+  def build(resumed):
+    del resumed  # the EpochLoop resumes from the checkpoints by itself
+    encoder = train_encoder(gen, x_train, cfg, directory, seed, log)
+    return encoder, {"epochs": cfg.encoder_epochs}
+
+  def load(record):
+    del record
+    encoder, optimizer = _build(gen, cfg, x_train.shape[1:], seed)
+    loop = EpochLoop(directory, {"encoder": encoder, "optimizer": optimizer},
+                     cfg.encoder_epochs, log=log, name="encoder ", tensorboard=False)
+    if loop.restore(announce=False) != cfg.encoder_epochs:
+      raise stages.StageDamaged(f"no readable final checkpoint in {os.path.join(directory)}")
+    return encoder
+
+  return stages.run_stage(stage, build, load, rebuild=rebuild, log=log)

@@ -1,0 +1,218 @@
+"""The one stage mechanism: how every cached, resumable step of latmix decides what to do.
+
+Why one mechanism: the generator, the post-hoc encoder, the latent bank, the classifier, its
+evaluation and the Fréchet distance are all "expensive work whose result is keyed by what it
+was computed from". Before, each had its own key scheme, record file and reuse rule; now each
+is a `Stage` and `run_stage` is the only code that decides between reuse and work.
+
+A stage has a name, a directory and a *key*: a JSON dict of everything its result depends
+on - its config, the data fingerprint and the key hashes of the stages it consumes (so a
+new generator invalidates its bank and everything downstream without anyone comparing
+weights). Its record, `<directory>/stage.json`, has one schema for every stage:
+
+  {"stage": name, "key": {...}, "key_hash": 16 hex, "state": "building" | "done",
+   "status": "cached" | "resumed" | "built",  # how the most recent run got the result
+   "seconds": wall seconds of the work (summed over resumed attempts that finished),
+   "outputs": {...},                          # what consumers may read (JSON)
+   "versions": {...}, "updated": "YYYY-mm-dd HH:MM:SS"}
+
+`run_stage` then:
+  * same key, state "done" and `load(record)` succeeds          -> "cached";
+  * same key, state "building" (a killed run), or `load` raised
+    `StageDamaged` (a truncated artifact)                       -> `build(resumed=True)`, which
+    continues from the checkpoints / chunks already in the directory -> "resumed";
+  * no record, another key, or a rebuild was asked for          -> the directory is moved aside
+    (`<dir>.stale-<time>`, never deleted) and `build(resumed=False)` -> "built".
+A directory with files but no readable record (an old layout, or unknown contents) counts
+as "another key": it is never reused silently.
+
+Concurrency: the chief holds the stage folder's lock (`latmix_tf.workdir_lock`) while it
+decides and builds, so two runs never write the same checkpoints or chunks: the second one
+stops with a message naming the first.
+
+The module imports no TensorFlow (`distribute` is imported when a stage runs), so the CLI can
+check `--rebuild` names against `ORDER` before TensorFlow starts.
+
+Several workers (`MultiWorkerMirroredStrategy`): the chief alone reads and writes records and
+decides; the decision is broadcast, every worker builds (they train together) or, for a
+cached result, takes part in `share` (e.g. receives the chief's weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from latmix_tf import workdir_lock
+from latmix_tf.config import config_hash
+from latmix_tf.jsonio import read_json, write_json_atomic
+
+RECORD_FILE = "stage.json"
+STATUSES = ("cached", "resumed", "built")
+# The stages `--rebuild` can name, in the order the method consumes them.
+ORDER = ("generator", "encoder", "bank", "classifier", "evaluation")
+
+
+def downstream(names) -> frozenset:
+  """The named stages and every stage that consumes them (`--rebuild=generator` retrains
+  the encoder, bank, classifier and evaluation on top of the new generator too).
+
+  Raises:
+    ValueError: an unknown stage name, listing the valid ones.
+  """
+  unknown = sorted(set(names) - set(ORDER))
+  if unknown:
+    raise ValueError(f"unknown stage(s) {', '.join(unknown)} to rebuild; valid: "
+                     f"{', '.join(ORDER)}.")
+  first = min((ORDER.index(n) for n in names), default=len(ORDER))
+  return frozenset(ORDER[first:])
+
+
+class StageDamaged(Exception):
+  """Raised by a stage's `load` when its artifacts are missing or damaged (redo them)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A named unit of cached work in `directory`, keyed by `key` (JSON-serialisable)."""
+  name: str
+  directory: str
+  key: Dict[str, Any]
+
+  @property
+  def key_hash(self) -> str:
+    return config_hash(self.key)
+
+  @property
+  def record_path(self) -> str:
+    return os.path.join(self.directory, RECORD_FILE)
+
+
+@dataclasses.dataclass
+class StageResult:
+  """What `run_stage` returns: the record (status of this run) and the stage's value."""
+  record: Dict[str, Any]
+  value: Any
+
+  @property
+  def status(self) -> str:
+    return self.record["status"]
+
+  @property
+  def outputs(self) -> Dict[str, Any]:
+    return self.record.get("outputs", {})
+
+
+def read_record(directory: str) -> Optional[Dict[str, Any]]:
+  """The stage record in `directory` (None if absent or unreadable). Consumers such as the
+  comparison read other stages only through this."""
+  record = read_json(os.path.join(directory, RECORD_FILE))
+  return record if isinstance(record, dict) and "key_hash" in record else None
+
+
+def _write(stage: Stage, record: Dict[str, Any]) -> None:
+  record["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+  write_json_atomic(stage.record_path, record)
+
+
+def _move_aside(directory: str, why: str, log: Callable[[str], None]) -> None:
+  stale = f"{directory.rstrip('/')}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+  n = 0
+  while os.path.exists(stale + (f"-{n}" if n else "")):
+    n += 1
+  stale += f"-{n}" if n else ""
+  os.replace(directory, stale)
+  log(f"{os.path.basename(directory)}: {why}; moved to {stale}")
+
+
+def _decide(stage: Stage, load: Callable[[Dict], Any], rebuild: bool,
+            log: Callable[[str], None]) -> Tuple[Optional[Dict], Any, bool]:
+  """Chief side: (cached record or None, loaded value, resume?)."""
+  record = read_record(stage.directory)
+  present = os.path.isdir(stage.directory) and bool(os.listdir(stage.directory))
+  if rebuild or record is None or record.get("key_hash") != stage.key_hash:
+    if present:
+      why = ("rebuild requested" if rebuild else "no readable stage record (old layout?)"
+             if record is None else f"it holds another key ({record.get('key_hash')}, now "
+             f"{stage.key_hash})")
+      _move_aside(stage.directory, why, log)
+    return None, None, False
+  if record.get("state") == "done":
+    try:
+      return record, load(record), False
+    except StageDamaged as e:
+      log(f"{stage.name}: cached result unusable ({e}); redoing it from what is left")
+  else:
+    log(f"{stage.name}: unfinished run of the same key found in {stage.directory}; resuming")
+  return None, None, True
+
+
+def run_stage(stage: Stage, build: Callable[[bool], Tuple[Any, Dict[str, Any]]],
+              load: Callable[[Dict[str, Any]], Any],
+              share: Optional[Callable[[Any, Dict[str, Any]], Any]] = None,
+              rebuild: bool = False, log: Callable[[str], None] = print,
+              strategy=None) -> StageResult:
+  """Loads the stage's result if its record matches, else builds (or resumes) it.
+
+  Args:
+    stage: name, directory and key.
+    build: `build(resumed) -> (value, outputs)`; must continue from whatever valid partial
+      work its directory holds (checkpoints, chunks). Runs on every worker.
+    load: `load(record) -> value` from a finished record (chief only); raises
+      `StageDamaged` if the artifacts cannot be trusted.
+    share: several workers only: `share(value_or_None, record) -> value` runs on every
+      worker after a cached decision (the chief passes its loaded value, the others None).
+      Default: the chief's value, or the record's outputs on the other workers.
+    rebuild: ignore any record and partial work (the old directory is moved aside).
+    log: progress sink.
+    strategy: `tf.distribute` strategy (default: the current one).
+  Returns:
+    A `StageResult` whose record says how this run got the value.
+  """
+  from latmix_tf import distribute  # pylint: disable=import-outside-toplevel (TensorFlow)
+  chief = distribute.is_chief(strategy)
+  with (workdir_lock.hold(stage.directory) if chief else contextlib.nullcontext()):
+    return _run_locked(stage, build, load, share, rebuild, log, strategy, chief)
+
+
+def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> StageResult:
+  from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
+  multi = distribute.num_workers(strategy) > 1
+  cached, value, resume = (_decide(stage, load, rebuild, log) if chief else (None, None, False))
+  if multi:
+    decision = distribute.broadcast_json(
+        strategy, {"cached": cached, "resume": resume} if chief else None)
+    cached, resume = decision["cached"], decision["resume"]
+  if cached is not None:
+    record = dict(cached, status="cached")
+    if chief:
+      _write(stage, record)
+      log(f"{stage.name}: cached ({stage.directory}, key {stage.key_hash})")
+    if multi:
+      value = (share or (lambda v, r: v if v is not None else r.get("outputs")))(value, record)
+    return StageResult(record, value)
+  old = read_record(stage.directory) if (chief and resume) else None
+  status = "resumed" if resume else "built"
+  record = {"stage": stage.name, "key": stage.key, "key_hash": stage.key_hash,
+            "state": "building", "status": status,
+            "seconds": float((old or {}).get("seconds", 0.0) or 0.0), "outputs": {},
+            "versions": _versions()}
+  if chief:
+    os.makedirs(stage.directory, exist_ok=True)
+    _write(stage, record)
+  t0 = time.time()
+  value, outputs = build(resume)
+  record.update(state="done", outputs=outputs, seconds=record["seconds"] + time.time() - t0)
+  if chief:
+    _write(stage, record)
+  if multi:  # every worker returns the chief's record (its outputs: the exported files)
+    record = distribute.broadcast_json(strategy, record if chief else None)
+  return StageResult(record, value)
+
+
+def _versions() -> Dict[str, str]:
+  from latmix_tf.export import versions  # pylint: disable=import-outside-toplevel
+  return versions()

@@ -1,0 +1,122 @@
+"""One writer per workdir: the lock itself, and two real CLI runs on one workdir.
+
+The lock tests hold it from a second process (flock locks are per process), kill that process
+with SIGKILL and check the kernel released it. The CLI test stops a real smoke run (SIGSTOP)
+while it holds its workdir, so the overlap does not depend on timing, then starts a second
+run and a concurrent `--rebuild=classifier` (both must refuse, touching nothing) and a
+`--wait_for_lock` run (must wait, then reuse the first run's results).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from latmix_tf import workdir_lock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOLDER = ("import sys, time; sys.path.insert(0, %r); from latmix_tf import workdir_lock; "
+          "workdir_lock.acquire(sys.argv[1], command='the holder'); print('held', flush=True); "
+          "time.sleep(float(sys.argv[2]))" % ROOT)
+
+
+def start_holder(folder, seconds=60):
+  proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), str(seconds)],
+                          stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_second_holder_is_refused_with_the_holders_identity(tmp_path):
+  folder = tmp_path / "run"
+  holder = start_holder(folder)
+  try:
+    with pytest.raises(workdir_lock.WorkdirLockedError) as e:
+      workdir_lock.acquire(str(folder))
+    assert f"pid {holder.pid}" in str(e.value) and "the holder" in str(e.value)
+    assert str(folder) in str(e.value) and "--wait_for_lock" in str(e.value)
+    t0 = time.monotonic()
+    with pytest.raises(workdir_lock.WorkdirLockedError):
+      workdir_lock.acquire(str(folder), wait=0.3, poll=0.05)
+    assert time.monotonic() - t0 >= 0.3
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  # SIGKILL released it: a resumed run is never blocked by a dead one's lock file.
+  with workdir_lock.hold(str(folder)) as path:
+    assert json.load(open(path))["pid"] == os.getpid()
+  assert not folder.exists() or not os.listdir(folder)  # the lock lives beside the folder
+
+
+def test_lock_survives_the_folder_being_moved_aside(tmp_path):
+  folder = tmp_path / "classifier"
+  folder.mkdir()
+  holder = start_holder(folder)
+  try:
+    os.replace(folder, tmp_path / "classifier.stale-1")  # what a rebuild does
+    folder.mkdir()
+    with pytest.raises(workdir_lock.WorkdirLockedError):
+      workdir_lock.acquire(str(folder))
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_reentrant_in_one_process_and_waiting_for_a_holder(tmp_path):
+  folder = str(tmp_path / "stage")
+  with workdir_lock.hold(folder):
+    with workdir_lock.hold(folder):  # a stage locking the folder its run already holds
+      assert workdir_lock.is_held_here(folder)
+    assert workdir_lock.is_held_here(folder)
+  assert not workdir_lock.is_held_here(folder)
+  holder = start_holder(folder, seconds=1.0)
+  said = []
+  with workdir_lock.hold(folder, wait=None, poll=0.05, log=said.append):
+    assert holder.poll() is not None  # got it only once the holder exited
+  assert len(said) == 1 and "waiting" in said[0]
+
+
+def _main(args, **kw):
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_two_cli_runs_on_one_workdir_including_a_concurrent_rebuild(tmp_path, tiny_data_dir):
+  wd, sm = tmp_path / "wd", tmp_path / "sm"
+  args = ["--experiment=erm_fmnist", "--scale=smoke", f"--workdir={wd}", f"--export_dir={sm}",
+          f"--data_dir={tiny_data_dir}", "--strategy=default"]
+  lock = workdir_lock.lock_path(str(wd / "erm_fmnist" / "smoke" / "seed_0"))
+  first = _main(args)
+  deadline = time.monotonic() + 300
+  while workdir_lock.holder(str(wd / "erm_fmnist" / "smoke" / "seed_0")) is None:
+    assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+    time.sleep(0.05)
+  os.kill(first.pid, signal.SIGSTOP)  # holds the lock, does nothing: a certain overlap
+  try:
+    before = sorted(os.listdir(wd / "erm_fmnist" / "smoke" / "seed_0"))
+    second, rebuild = _main(args), _main(args + ["--rebuild=classifier"])
+    waiter = _main(args + ["--wait_for_lock"])
+    for proc in (second, rebuild):
+      out, err = proc.communicate(timeout=300)
+      lines = err.strip().splitlines()
+      assert proc.returncode == 2 and len(lines) == 1, err
+      assert f"pid {first.pid}" in lines[0] and "in use" in lines[0], lines
+    assert sorted(os.listdir(wd / "erm_fmnist" / "smoke" / "seed_0")) == before
+    time.sleep(1.0)
+    assert waiter.poll() is None  # waiting, not failed
+  finally:
+    os.kill(first.pid, signal.SIGCONT)
+  out, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-3000:]
+  out_w, err_w = waiter.communicate(timeout=600)
+  assert waiter.returncode == 0, err_w[-3000:]
+  assert "waiting" in out_w
+  run = wd / "erm_fmnist" / "smoke" / "seed_0"
+  assert not [p for p in os.listdir(run) if "stale" in p]  # nobody moved a live folder aside
+  metrics = json.load(open(run / "metrics.json"))
+  assert metrics["stages"] == {"classifier": "cached", "evaluation": "cached"}  # the waiter's
+  assert os.path.isfile(lock)
