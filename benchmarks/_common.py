@@ -122,3 +122,34 @@ def write_json(path: str, payload) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     json.dump(payload, f, indent=2)
+
+
+def test_images(dataset: str, data_dir, n: int):
+  """The first `n` test images as float32 in [0, 1] and their int32 labels (the benchmarks
+  that compare attacks with reference libraries all score the same prefix)."""
+  from latmix_tf.data import load_dataset, to_float  # pylint: disable=import-outside-toplevel
+  arrays = load_dataset(dataset, data_dir)
+  return to_float(arrays.x_test[:n]), arrays.y_test[:n].astype(np.int32)
+
+
+def require(*modules: str) -> list:
+  """Imports the reference libraries a comparison needs (returned in order), or stops with
+  the install command."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  try:
+    return [importlib.import_module(name) for name in modules]
+  except ImportError as e:
+    raise SystemExit(f"{e}: pip install -r benchmarks/requirements.txt") from e
+
+
+class ArtModel:
+  """Our SavedModel's logits as the callable ART's TensorFlowV2Classifier calls:
+  `model(x, training=...)` (the signature itself takes only images)."""
+
+  def __init__(self, lf):
+    self.lf = lf
+
+  def __call__(self, x, training=False):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    del training
+    return self.lf(tf.cast(x, tf.float32))

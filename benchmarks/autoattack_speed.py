@@ -46,22 +46,11 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from latmix_tf import export  # pylint: disable=wrong-import-position
-from latmix_tf.data import load_dataset  # pylint: disable=wrong-import-position
+import _common  # noqa: E402  pylint: disable=wrong-import-position
 from latmix_tf.evaluation import autoattack  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "autoattack_speed.json")
-
-
-class _ArtModel:
-  """ART calls `model(x, training=...)`; the signature takes only images."""
-
-  def __init__(self, lf):
-    self.lf = lf
-
-  def __call__(self, x, training=False):
-    del training
-    return self.lf(tf.cast(x, tf.float32))
 
 
 def cpu_model() -> str:
@@ -99,7 +88,7 @@ def run_art(attack, lf, x, y, eps, batch_size, num_classes):
       AutoProjectedGradientDescent, SquareAttack)
   from art.estimators.classification import (  # pylint: disable=import-outside-toplevel
       TensorFlowV2Classifier)
-  clf = TensorFlowV2Classifier(_ArtModel(lf), nb_classes=num_classes, input_shape=x.shape[1:],
+  clf = TensorFlowV2Classifier(_common.ArtModel(lf), nb_classes=num_classes, input_shape=x.shape[1:],
                                clip_values=(0.0, 1.0),
                                loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
   if attack == "square":
@@ -204,14 +193,9 @@ def main(argv=None):
                       help="also time the standard suite on this prefix (0: skip)")
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args(argv)
-  try:
-    import art  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise SystemExit(f"{e}: pip install -r benchmarks/requirements.txt") from e
+  art, = _common.require("art")
 
-  arrays = load_dataset(args.dataset, args.data_dir)
-  x = arrays.x_test[:args.n].astype(np.float32) / 255.0
-  y = arrays.y_test[:args.n].astype(np.int32)
+  x, y = _common.test_images(args.dataset, args.data_dir, args.n)
   lf = export.logits_fn(export.load_classifier(args.model))
   num_classes = int(lf(tf.constant(x[:1])).shape[1])
   load_before = os.getloadavg()

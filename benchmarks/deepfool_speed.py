@@ -38,7 +38,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from latmix_tf import export, hardware  # pylint: disable=wrong-import-position
-from latmix_tf.data import load_dataset  # pylint: disable=wrong-import-position
+import _common  # noqa: E402  pylint: disable=wrong-import-position
 from latmix_tf.evaluation import run_deepfool  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -87,22 +87,11 @@ def run_foolbox(lf, x, pred, batch_size):
   return x_adv, time.perf_counter() - start, {"batch_size": batch_size}
 
 
-class _ArtModel:
-  """ART calls `model(x, training=...)`; the signature takes only images."""
-
-  def __init__(self, lf):
-    self.lf = lf
-
-  def __call__(self, x, training=False):
-    del training
-    return self.lf(tf.cast(x, tf.float32))
-
-
 def run_art(lf, x, num_classes, batch_size):
   from art.attacks.evasion import DeepFool  # pylint: disable=import-outside-toplevel
   from art.estimators.classification import (  # pylint: disable=import-outside-toplevel
       TensorFlowV2Classifier)
-  clf = TensorFlowV2Classifier(_ArtModel(lf), nb_classes=num_classes,
+  clf = TensorFlowV2Classifier(_common.ArtModel(lf), nb_classes=num_classes,
                                input_shape=x.shape[1:], clip_values=(0.0, 1.0))
   attack = DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=batch_size,
                     verbose=False)
@@ -124,14 +113,9 @@ def main(argv=None):
                       help="images for ART at batch_size=1 (default: all n; it is slow)")
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args(argv)
-  try:
-    import art  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    import foolbox  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError as e:
-    raise SystemExit(f"{e}: pip install -r benchmarks/requirements.txt") from e
+  art, foolbox = _common.require("art", "foolbox")
 
-  arrays = load_dataset(args.dataset, args.data_dir)
-  x = arrays.x_test[:args.n].astype(np.float32) / 255.0
+  x, _ = _common.test_images(args.dataset, args.data_dir, args.n)
   lf = export.logits_fn(export.load_classifier(args.model))
   logits = lf(tf.constant(x)).numpy()
   num_classes, pred = logits.shape[1], logits.argmax(1)

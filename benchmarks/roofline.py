@@ -21,7 +21,6 @@ figure (both steps and the matmul use the same TF thread pools).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 

@@ -64,3 +64,15 @@ def write_tiny_datasets(root, n_train=600, n_test=200, seed=0):
 def tiny_data_dir(tmp_path_factory):
   """A data folder holding tiny mnist / fashion_mnist (IDX) and cifar10 (python archive)."""
   return write_tiny_datasets(str(tmp_path_factory.mktemp("data")))
+
+
+def export_tiny_classifier(path, seed):
+  """A tiny untrained SmallCNN exported with our signature (the serving tests' models)."""
+  import keras  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from latmix_tf import export  # pylint: disable=import-outside-toplevel
+  from latmix_tf.models.classifiers import SmallCNN  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(seed)
+  model = SmallCNN(widths=(4, 8), dense_units=16, dropout=0.0)
+  model(tf.zeros([1, 28, 28, 1]))
+  return export.export_classifier(model, path, (28, 28, 1))

@@ -38,8 +38,13 @@ def test_smoke(name, tiny_data_dir, tmp_path, shared_root):
                    log=lambda s: None, root=str(shared_root))
   metrics = exp.run(cfg, ctx)
   assert 0.0 <= metrics["test/accuracy"] <= 1.0
-  for key in ("blur/area", "deepfool/rho_adv", "calibration/ece"):
+  for key in ("blur/area", "deepfool/rho_adv", "calibration/ece", "corruption/mca",
+              "calibration/brier", "calibration/ece_ts", "calibration/corrupted_ece"):
     assert key in metrics, key
+  # The whole evaluation suite at smoke size: AutoAttack at every budget of the dataset.
+  budgets = {k.split("/")[1] for k in metrics if k.startswith("autoattack/")
+             and k.endswith("/robust_accuracy")}
+  assert budgets == {f"{norm}@{eps!r}" for norm, eps in cfg.eval.autoattack_budgets}, budgets
   report = tmp_path / "wd" / "report.md"
   assert report.exists() and "test/accuracy" in report.read_text()
   export_dir = shared_root / "sm" / f"{name}-smoke" / "seed_0"

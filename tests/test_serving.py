@@ -18,13 +18,12 @@ import time
 import urllib.error
 import urllib.request
 
-import keras
 import numpy as np
 import pytest
+from conftest import export_tiny_classifier
 import tensorflow as tf
 
 from latmix_tf import export
-from latmix_tf.models.classifiers import SmallCNN
 from latmix_tf.serving import (find_versions, parse_model_config, parse_model_specs,
                                start_server, write_tfserving_layout)
 
@@ -32,20 +31,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_BODY = 1 << 20
 
 
-def _export_tiny(path, seed):
-  keras.utils.set_random_seed(seed)
-  model = SmallCNN(widths=(4, 8), dense_units=16, dropout=0.0)
-  model(tf.zeros([1, 28, 28, 1]))
-  return export.export_classifier(model, path, (28, 28, 1))
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   """TF Serving layout tfs/{1,2}; our layout seeds/seed_{0,3} (versions 0 and 3, the same
   SavedModels as tfs/1 and tfs/2); a bare dir (tfs/1 itself: version 1)."""
   root = str(tmp_path_factory.mktemp("served"))
-  v1 = _export_tiny(os.path.join(root, "tfs", "1"), seed=1)
-  v2 = _export_tiny(os.path.join(root, "tfs", "2"), seed=2)
+  v1 = export_tiny_classifier(os.path.join(root, "tfs", "1"), seed=1)
+  v2 = export_tiny_classifier(os.path.join(root, "tfs", "2"), seed=2)
   os.makedirs(os.path.join(root, "seeds"))
   os.symlink(v1, os.path.join(root, "seeds", "seed_0"))
   os.symlink(v2, os.path.join(root, "seeds", "seed_3"))

@@ -14,13 +14,12 @@ import socket
 import threading
 import time
 
-import keras
 import numpy as np
 import pytest
+from conftest import export_tiny_classifier
 import tensorflow as tf
 
 from latmix_tf import export
-from latmix_tf.models.classifiers import SmallCNN
 from latmix_tf.serving import ServingError, find_versions, start_server
 from latmix_tf.serving.jsonbody import max_depth
 from latmix_tf.serving.workers import Batcher, WorkerPool
@@ -31,18 +30,11 @@ LIMITS = dict(port=0, max_body_bytes=1 << 20, max_batch_size=64, chunk_size=16,
               queue_size=4, large_body_bytes=64 << 10, max_large_requests=1, drain_timeout_s=5)
 
 
-def _export_tiny(path, seed):
-  keras.utils.set_random_seed(seed)
-  model = SmallCNN(widths=(4, 8), dense_units=16, dropout=0.0)
-  model(tf.zeros([1, 28, 28, 1]))
-  return export.export_classifier(model, path, (28, 28, 1))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   root = tmp_path_factory.mktemp("limits")
-  v0 = _export_tiny(str(root / "tiny" / "0"), seed=3)
-  v4 = _export_tiny(str(root / "tiny" / "4"), seed=4)
+  v0 = export_tiny_classifier(str(root / "tiny" / "0"), seed=3)
+  v4 = export_tiny_classifier(str(root / "tiny" / "4"), seed=4)
   config = root / "models.config"
   config.write_text(f"model_config_list {{ config {{ name: 'tiny' base_path: '{root / 'tiny'}'"
                     f" version_labels {{ key: 'stable' value: 0 }}"
