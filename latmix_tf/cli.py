@@ -93,7 +93,7 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
                     workdir_root: str, export_root: str, rebuild: Sequence[str], methods,
                     seeds, strategy: str, log: Callable[[str], None], registry_dir: str,
                     load_registry: Callable[[], object], wait_for_lock: bool = False,
-                    allow_custom_data: bool = False) -> int:
+                    allow_custom_data: bool = False, results_root: Optional[str] = None) -> int:
   """`main.py --experiment=NAME`: every check first, then `run_experiment`.
 
   Args:
@@ -102,6 +102,7 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
     load_registry: imports and returns the registry module (imports TensorFlow).
     wait_for_lock: wait for another run holding the workdir instead of exiting.
     allow_custom_data: accept (and record) data that is not the canonical release.
+    results_root: where comparisons publish their summaries (`--results_dir`).
   """
   doing(f"checking the command line of --experiment={name}")
   cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
@@ -125,14 +126,20 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
   if facts is None:
     cli_checks.check_compare_flags(name, methods, seeds, names.read())
   return run_experiment(experiment, scale, seed, data_dir, workdir_root, export_root, rebuild,
-                        methods, seeds, strategy, log, wait_for_lock=wait_for_lock)
+                        methods, seeds, strategy, log, wait_for_lock=wait_for_lock,
+                        results_root=results_root)
 
 
 @user_errors
 def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], workdir_root: str,
                    export_root: str, rebuild: Sequence[str], methods, seeds, strategy: str,
-                   log: Callable[[str], None], wait_for_lock: bool = False) -> int:
-  """Configures and runs one registered experiment, holding its workdir's lock."""
+                   log: Callable[[str], None], wait_for_lock: bool = False,
+                   results_root: Optional[str] = None) -> int:
+  """Configures and runs one registered experiment, holding its workdir's lock.
+
+  `results_root` is where a comparison at quick or full scale copies its summary (the
+  repository's `results/`); None publishes nothing.
+  """
   doing(f"checking the command line of --experiment={experiment.name}")
   seeds = cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
   from latmix_tf.runner import RunContext  # pylint: disable=import-outside-toplevel
@@ -157,7 +164,8 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
                    export_root=distribute.worker_dir(os.path.abspath(export_root), strategy),
                    rebuild=tuple(rebuild), log=log, strategy=strategy,
                    methods=tuple(methods) if methods else None,
-                   seeds=seeds, root=os.path.abspath(workdir_root))
+                   seeds=seeds, root=os.path.abspath(workdir_root),
+                   results_root=os.path.abspath(results_root) if results_root else None)
   doing(f"locking {workdir}")
   with workdir_lock.hold(workdir, wait=None if wait_for_lock else 0.0, log=log):
     t0 = time.time()

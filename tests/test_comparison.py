@@ -282,11 +282,12 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "main.py"), "--experiment=compare_fmnist",
        "--scale=smoke", "--methods=erm,mixup", "--seeds=0,1", f"--data_dir={tiny_data_dir}",
-       f"--workdir={root}", f"--export_dir={sm}"],
+       f"--workdir={root}", f"--export_dir={sm}", f"--results_dir={tmp_path / 'results'}"],
       capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count(": classifier cached, evaluation cached (") == 4, proc.stdout[-3000:]
   assert f"report: {os.path.join(wd, 'report.md')}" in proc.stdout
+  assert not (tmp_path / "results").exists()  # smoke comparisons are never published
 
 
 def test_scatter_names_one_point_of_a_cluster():
