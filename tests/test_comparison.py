@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from latmix_tf import comparison, stats
+from latmix_tf import comparison, stages, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -314,7 +314,8 @@ def test_ablation_family_reports_against_erm_and_default_latent_mixup(tiny_data_
   root = tmp_path / "wd"
   ctx = RunContext(workdir=str(root / "ablation_fmnist" / "smoke" / "seed_0"),
                    export_root=str(tmp_path / "sm"), log=lambda s: None, root=str(root),
-                   methods=("erm", "latent_mixup", "latent_mixup_inmix"), seeds=(0,),
+                   methods=("erm", "latent_mixup", "latent_mixup_inmix", "latent_mixup_k0",
+                            "latent_mixup_sameclass"), seeds=(0,),
                    results_root=str(tmp_path / "results"))
   out = exp.run(cfg, ctx)
   vs_default = os.path.join(ctx.workdir, "vs_latent_mixup", "report.md")
@@ -323,7 +324,11 @@ def test_ablation_family_reports_against_erm_and_default_latent_mixup(tiny_data_
   assert "against Latent-Mixup (GAN)" in open(vs_default).read()
   with open(os.path.join(ctx.workdir, "vs_latent_mixup", "results.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert {r["method"] for r in rows} == {"erm", "latent_mixup", "latent_mixup_inmix"}
+  assert {r["method"] for r in rows} == {"erm", "latent_mixup", "latent_mixup_inmix",
+                                         "latent_mixup_k0", "latent_mixup_sameclass"}
+  k0 = stages.read_record(os.path.join(str(root), "latent_mixup_k0_fmnist", "smoke", "seed_0",
+                                       "bank"))
+  assert k0["state"] == "done" and k0["outputs"]["n"] > 0  # E(x) alone: its own bank
   assert not (tmp_path / "results").exists()  # smoke runs are never published
   trained = experiments.get("latent_mixup_inmix_fmnist").get_config(scale="smoke", seed=0)
   assert trained.method.input_mixup_alpha == 1.0 and trained.name == "latent_mixup_inmix_fmnist"

@@ -13,14 +13,35 @@ import sys
 import pytest
 
 import experiments
+from experiments import latent_ablations
 from latmix_tf import stages
 from experiments.common import RunContext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# compare_* / ablation_* experiments run many members: they have their own tests.
+# compare_* / ablation_* experiments run many members: they have their own tests. The
+# Latent-Mixup ablations are latent_mixup_fmnist with one knob changed: the knob is checked
+# for each below, and ablation_fmnist's test runs the ones whose code paths differ (input
+# mixup, K = 0, same-class pairs) end to end.
 SMOKE = sorted(n for n in experiments.EXPERIMENTS
-               if not n.startswith(("compare_", "ablation_")))
+               if not n.startswith(("compare_", "ablation_"))
+               and n not in latent_ablations.EXPERIMENTS)
+
+
+def test_each_latent_mixup_ablation_changes_exactly_its_knob():
+  base = experiments.get("latent_mixup_fmnist").get_config(scale="quick", seed=1)
+  changed = {"frac05": ("mixed_fraction", 0.5), "alpha02": ("alpha", 0.2),
+             "alpha2": ("alpha", 2.0), "diffclass": ("pairs", "different_class"),
+             "sameclass": ("pairs", "same_class"), "inmix": ("input_mixup_alpha", 1.0),
+             "k0": ("inversion", dataclasses.replace(base.method.inversion, steps=0))}
+  assert set(changed) == set(latent_ablations.ABLATIONS)
+  for tag, (field, value) in changed.items():
+    cfg = experiments.get(f"latent_mixup_{tag}_fmnist").get_config(scale="quick", seed=1)
+    assert cfg.name == f"latent_mixup_{tag}_fmnist" and cfg.seed == 1
+    assert dataclasses.replace(cfg.method, **{field: getattr(base.method, field)}) == base.method
+    assert getattr(cfg.method, field) == value != getattr(base.method, field)
+    assert (cfg.data, cfg.model, cfg.train, cfg.eval) == (base.data, base.model, base.train,
+                                                         base.eval)
 
 
 @pytest.fixture(scope="module")
