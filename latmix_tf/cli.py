@@ -88,6 +88,15 @@ def fetch(names: Sequence[str], data_dir: Optional[str], log: Callable[[str], No
   return 0
 
 
+def check_rebuild(rebuild: Sequence[str]) -> None:
+  """`--rebuild` names known stages (each also rebuilds the stages downstream of it);
+  TensorFlow-free, so it runs before any work."""
+  try:
+    stages.downstream(rebuild)
+  except ValueError as e:
+    raise cli_checks.UsageError(f"--rebuild={','.join(rebuild)}: {e}") from None
+
+
 @user_errors
 def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
                     workdir_root: str, export_root: str, rebuild: Sequence[str], methods,
@@ -106,10 +115,7 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
   """
   doing(f"checking the command line of --experiment={name}")
   cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
-  try:
-    stages.downstream(rebuild)
-  except ValueError as e:
-    raise cli_checks.UsageError(f"--rebuild={','.join(rebuild)}: {e}") from None
+  check_rebuild(rebuild)
   names = cli_checks.NameCache(registry_dir)
   facts = names.read()
   if facts is not None:  # a stale cache is never trusted: the registry decides below
@@ -143,11 +149,7 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
   doing(f"checking the command line of --experiment={experiment.name}")
   seeds = cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
   from latmix_tf.runner import RunContext  # pylint: disable=import-outside-toplevel
-  from latmix_tf.stages import ORDER  # pylint: disable=import-outside-toplevel
-  # A rebuilt stage rebuilds everything downstream of it (latmix_tf.stages.downstream).
-  if set(rebuild) - set(ORDER):
-    raise ValueError(f"--rebuild={','.join(rebuild)}: valid stages are "
-                     f"{', '.join(ORDER)} (each also rebuilds the stages after it).")
+  check_rebuild(rebuild)
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
   cfg = experiment.get_config(scale=scale, seed=seed, data_dir=data_dir)
   workdir = os.path.join(os.path.abspath(workdir_root), experiment.name, scale, f"seed_{seed}")
