@@ -31,6 +31,9 @@ def export_dir_for(root: str, name: str, scale: str, seed: int) -> str:
   return os.path.join(root, folder, f"seed_{seed}")
 
 
+# Under the CLI's `--workdir` root: where runs share finished upstream stages of equal key
+# (an ablation reuses the default recipe's generator and bank; `latmix_tf.stages`).
+STAGE_INDEX = ".stage_index"
 DATASET_OF = {"mnist": "mnist", "fmnist": "fashion_mnist", "cifar10": "cifar10"}
 
 
@@ -110,7 +113,8 @@ def run_classifier(cfg: ExperimentConfig, ctx: RunContext,
   return train_and_evaluate(
       cfg, ctx.workdir, export_dir_for(ctx.export_root, cfg.name, cfg.scale, cfg.seed),
       log=ctx.log, strategy=ctx.strategy, rebuild=ctx.rebuild,
-      reference_network=reference_network)
+      reference_network=reference_network,
+      stage_index=os.path.join(ctx.root, STAGE_INDEX) if ctx.root else None)
 
 
 def runs_root(ctx: RunContext) -> str:

@@ -152,7 +152,8 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
                        log: Callable[[str], None] = print,
                        strategy: Optional[tf.distribute.Strategy] = None,
                        splits: Optional[Splits] = None, rebuild: Sequence[str] = (),
-                       reference_network: Optional[str] = None) -> Dict:
+                       reference_network: Optional[str] = None,
+                       stage_index: Optional[str] = None) -> Dict:
   """Builds the method, trains and exports the classifier, evaluates it, writes the report.
 
   Args:
@@ -165,6 +166,8 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
     rebuild: stage names to redo (and everything downstream of them).
     reference_network: export dir of the dataset's reference classifier, for methods that
       measure generated images in its features (latent mixup's Fréchet distance).
+    stage_index: folder through which runs share the method's upstream stages of equal key
+      (`stages.Stage.index`; the CLI uses `<--workdir>/.stage_index`); None: no sharing.
   Returns:
     The metrics dict (also written to `<workdir>/metrics.json`).
   """
@@ -176,7 +179,7 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
   method = build_method(cfg.method, MethodContext(
       splits=splits, dataset=cfg.data.name, workdir=workdir, seed=cfg.seed,
       batch_size=cfg.data.batch_size, strategy=strategy, log=log, rebuild=tuple(rebuild),
-      reference_network=reference_network))
+      reference_network=reference_network, stage_index=stage_index))
   clf = classifier_stage(cfg, method, splits, os.path.join(workdir, CLASSIFIER_DIR),
                          export_dir, strategy, log, rebuild="classifier" in rebuild)
   if not chief:

@@ -329,6 +329,18 @@ def test_ablation_family_reports_against_erm_and_default_latent_mixup(tiny_data_
   k0 = stages.read_record(os.path.join(str(root), "latent_mixup_k0_fmnist", "smoke", "seed_0",
                                        "bank"))
   assert k0["state"] == "done" and k0["outputs"]["n"] > 0  # E(x) alone: its own bank
+  # Ablations that change only the mixing adopt the default recipe's generator and bank
+  # (equal stage keys) instead of training them again; K = 0 adopts the generator only.
+  member = lambda name, stage: stages.read_record(os.path.join(  # noqa: E731
+      str(root), name, "smoke", "seed_0", stage))
+  default = os.path.join(str(root), "latent_mixup_fmnist", "smoke", "seed_0")
+  for name in ("latent_mixup_inmix_fmnist", "latent_mixup_sameclass_fmnist"):
+    for stage in ("generator", "bank"):
+      assert member(name, stage)["adopted_from"] == os.path.join(default, stage), (name, stage)
+      assert member(name, stage)["key_hash"] == member("latent_mixup_fmnist", stage)["key_hash"]
+  assert member("latent_mixup_k0_fmnist", "generator")["adopted_from"] == os.path.join(
+      default, "generator")
+  assert "adopted_from" not in k0 and k0["status"] == "built"
   assert not (tmp_path / "results").exists()  # smoke runs are never published
   trained = experiments.get("latent_mixup_inmix_fmnist").get_config(scale="smoke", seed=0)
   assert trained.method.input_mixup_alpha == 1.0 and trained.name == "latent_mixup_inmix_fmnist"

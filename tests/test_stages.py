@@ -66,6 +66,51 @@ def test_built_then_cached_then_rebuilt_on_another_key(tmp_path):
   assert len(glob.glob(d + ".stale-*")) == 2
 
 
+def test_a_finished_stage_of_equal_key_is_adopted_through_the_index(tmp_path):
+  index, logs = str(tmp_path / "index"), []
+  donor, taker = str(tmp_path / "a" / "toy"), str(tmp_path / "b" / "toy")
+  run = lambda d, key, c, **kw: stages.run_stage(  # noqa: E731
+      stages.Stage("toy", d, key, index), c.build, c.load, log=logs.append, **kw)
+  c_donor, c_taker = Counter(donor), Counter(taker)
+  assert run(donor, {"a": 1}, c_donor).status == "built"
+  got = run(taker, {"a": 1}, c_taker)
+  assert got.status == "cached" and got.value == 42 and c_taker.calls == []  # copied, not built
+  assert got.record["adopted_from"] == os.path.abspath(donor)
+  assert open(os.path.join(taker, "artifact.txt")).read() == "42"  # a copy of its own
+  assert stages.read_record(taker)["adopted_from"] == os.path.abspath(donor)
+  assert not glob.glob(taker + ".adopting-*")
+  # Another key, or a rebuild, is never adopted; a damaged donor is rebuilt here.
+  other = str(tmp_path / "c" / "toy")
+  c_other = Counter(other)
+  assert run(other, {"a": 2}, c_other).status == "built" and c_other.calls == [False]
+  assert run(other, {"a": 1}, c_other, rebuild=True).status == "built"
+  damaged = str(tmp_path / "d" / "toy")
+  os.remove(os.path.join(other, "artifact.txt"))  # the index now names `other` for {"a": 1}
+  c_damaged = Counter(damaged)
+  assert run(damaged, {"a": 1}, c_damaged).status == "built" and c_damaged.calls == [False]
+  assert any("adopted copy is unusable" in line for line in logs)
+  # Without an index nothing is shared.
+  assert _run(str(tmp_path / "e" / "toy"), {"a": 1}, Counter(str(tmp_path / "e" / "toy"))
+              ).status == "built"
+
+
+def test_a_donor_locked_by_another_run_is_not_copied(tmp_path):
+  index = str(tmp_path / "index")
+  donor, taker = str(tmp_path / "a" / "toy"), str(tmp_path / "b" / "toy")
+  stages.run_stage(stages.Stage("toy", donor, {"a": 1}, index), Counter(donor).build,
+                   Counter(donor).load, log=lambda s: None)
+  c, logs = Counter(taker), []
+  holder = _hold_in_another_process(donor)  # e.g. another run rebuilding it right now
+  try:
+    got = stages.run_stage(stages.Stage("toy", taker, {"a": 1}, index), c.build, c.load,
+                           log=logs.append)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert got.status == "built" and c.calls == [False] and "adopted_from" not in got.record
+  assert any("not adopting" in line for line in logs)
+
+
 def test_unfinished_or_damaged_is_resumed_and_unknown_contents_are_moved_aside(tmp_path):
   d = str(tmp_path / "toy")
   c = Counter(d)
@@ -92,16 +137,22 @@ def test_downstream_rebuilds_and_rejects_unknown_stages():
     stages.downstream(["gan"])
 
 
-def test_a_stage_locked_by_another_process_is_not_touched(tmp_path):
-  d = str(tmp_path / "toy")
+def _hold_in_another_process(folder):
+  """A child process holding `folder`'s lock (the lock is re-entrant within a process)."""
   holder = subprocess.Popen(
       [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
        "from latmix_tf import workdir_lock; workdir_lock.acquire(sys.argv[2]);"
        "print('held', flush=True); time.sleep(60)",
-       os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d],
+       os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder],
       stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "held"
+  return holder
+
+
+def test_a_stage_locked_by_another_process_is_not_touched(tmp_path):
+  d = str(tmp_path / "toy")
+  holder = _hold_in_another_process(d)
   try:
-    assert holder.stdout.readline().strip() == "held"
     c = Counter(d)
     with pytest.raises(workdir_lock.WorkdirLockedError, match="in use by"):
       _run(d, {"a": 1}, c)

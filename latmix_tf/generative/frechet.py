@@ -128,7 +128,8 @@ def generator_frechet_distance(gm, test_images: np.ndarray, classifier: FeatureS
 
 def frechet_stage(gm, generator_key: str, test_images: np.ndarray, feature_model: str,
                   directory: str, num_samples: int = 10000, seed: int = 0,
-                  log: Callable[[str], None] = print) -> stages.StageResult:
+                  log: Callable[[str], None] = print,
+                  index: Optional[str] = None) -> stages.StageResult:
   """The "frechet" stage: `generator_frechet_distance` against a SavedModel's features.
 
   Why a stage: a rerun whose generator and feature network did not change should not spend
@@ -155,4 +156,4 @@ def frechet_stage(gm, generator_key: str, test_images: np.ndarray, feature_model
       raise stages.StageDamaged("no finite distance in the record")
     return value
 
-  return stages.run_stage(stages.Stage("frechet", directory, key), build, load, log=log)
+  return stages.run_stage(stages.Stage("frechet", directory, key, index), build, load, log=log)

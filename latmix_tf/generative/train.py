@@ -138,7 +138,8 @@ def generator_key(cfg: GeneratorConfig, x_train: np.ndarray, seed: int) -> Dict:
 def generator_stage(cfg: GeneratorConfig, data, directory: str, seed: int = 0,
                     rebuild: bool = False, log: Callable[[str], None] = print,
                     guard: HealthGuard = HealthGuard(),
-                    strategy: Optional[tf.distribute.Strategy] = None) -> stages.StageResult:
+                    strategy: Optional[tf.distribute.Strategy] = None,
+                    index: Optional[str] = None) -> stages.StageResult:
   """The "generator" stage: the model trained with (cfg, data, seed), trained only if needed.
 
   Args:
@@ -152,13 +153,15 @@ def generator_stage(cfg: GeneratorConfig, data, directory: str, seed: int = 0,
     guard: GAN health-check thresholds.
     strategy: train under this `tf.distribute` strategy (see `train_generator`); every
       worker returns the same weights.
+    index: stage-sharing index folder (`stages.Stage.index`): an equal-key generator
+      another run finished is copied, not retrained.
   Returns:
     The stage result; its value is a `GenerativeModel` with `checkpoint_hash` and
     `metadata` (the stage record) set.
   """
   x_train = _training_images(data)
   strategy = strategy or tf.distribute.get_strategy()
-  stage = stages.Stage("generator", directory, generator_key(cfg, x_train, seed))
+  stage = stages.Stage("generator", directory, generator_key(cfg, x_train, seed), index)
 
   def finish(gm, record):
     gm.checkpoint_hash, gm.metadata = generator_checkpoint_hash(gm), record

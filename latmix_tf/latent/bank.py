@@ -176,7 +176,8 @@ def bank_stage(gen, encoder, x_train: np.ndarray, y_train: np.ndarray, cfg: Inve
                bank_dir: str, upstream: Dict, rebuild: bool = False,
                log: Callable[[str], None] = print, seed: int = 0, feature_fn=None,
                inverter: Optional[Inverter] = None,
-               strategy: Optional[tf.distribute.Strategy] = None) -> stages.StageResult:
+               strategy: Optional[tf.distribute.Strategy] = None,
+               index: Optional[str] = None) -> stages.StageResult:
   """The "bank" stage: the latent bank of (x_train, y_train), loaded if a valid one exists.
 
   Args:
@@ -193,13 +194,15 @@ def bank_stage(gen, encoder, x_train: np.ndarray, y_train: np.ndarray, cfg: Inve
     inverter: a prebuilt `Inverter` (must match gen/cfg); built from the rest otherwise.
     strategy: share the chunks among workers / the batches among replicas (module
       docstring); every worker must call this with the same arguments.
+    index: stage-sharing index folder (`stages.Stage.index`).
   Returns:
     The stage result; its value is the `LatentBank`, its outputs the bank's summary.
   """
   if x_train.ndim != 4 or len(x_train) == 0 or len(y_train) != len(x_train):
     raise ValueError(f"Need images [N>0, H, W, C] and N labels; got {x_train.shape} images "
                      f"and {len(y_train)} labels.")
-  stage = stages.Stage("bank", bank_dir, bank_key(upstream, cfg, x_train, y_train, seed))
+  stage = stages.Stage("bank", bank_dir, bank_key(upstream, cfg, x_train, y_train, seed),
+                       index)
   key_hash = stage.key_hash
 
   def load(record):

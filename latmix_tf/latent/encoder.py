@@ -16,7 +16,7 @@ the "encoder" stage, keyed by the generator stage, the encoder fields, the data 
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import keras
 import numpy as np
@@ -107,10 +107,12 @@ def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, directory: str
 
 def encoder_stage(gen, generator_key: str, x_train: np.ndarray, data_fingerprint: str,
                   cfg: InversionConfig, directory: str, seed: int = 0, rebuild: bool = False,
-                  log: Callable[[str], None] = print) -> stages.StageResult:
-  """The "encoder" stage: `train_encoder`, cached by `encoder_key` in `directory`."""
+                  log: Callable[[str], None] = print,
+                  index: Optional[str] = None) -> stages.StageResult:
+  """The "encoder" stage: `train_encoder`, cached by `encoder_key` in `directory` (shared
+  through `index` with other runs, see `stages.Stage.index`)."""
   stage = stages.Stage("encoder", directory, encoder_key(generator_key, cfg, data_fingerprint,
-                                                         seed))
+                                                         seed), index)
 
   def build(resumed):
     del resumed  # the EpochLoop resumes from the checkpoints by itself

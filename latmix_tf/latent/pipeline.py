@@ -10,7 +10,9 @@ The method factory of the training registry calls this with the run's `MethodCon
      named reference network (when the context names one).
 The returned `LatentMixup` lists the consumed stages' key hashes in `upstream` (so the
 classifier stage is keyed by them) and writes its figures in `report`. Stage directories sit
-under the run's workdir: generator/, encoder/, bank/, frechet/ (figures: generative/).
+under the run's workdir: generator/, encoder/, bank/, frechet/ (figures: generative/); with
+`ctx.stage_index` set, a stage of equal key another run finished (the default recipe's
+generator and bank, for an ablation that only changes the mixing) is copied, not redone.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def build_latent_mixup(cfg: LatentMixupConfig, ctx: MethodContext) -> LatentMixu
   folder = lambda name: os.path.join(ctx.workdir, name)  # noqa: E731
   records = {}
   gen_result = generator_stage(cfg.generator, splits, folder("generator"), seed=ctx.seed,
-                               rebuild="generator" in rebuild, log=log, strategy=ctx.strategy)
+                               rebuild="generator" in rebuild, log=log, strategy=ctx.strategy,
+                               index=ctx.stage_index)
   gen, records["generator"] = gen_result.value, gen_result.record
   # The bank is keyed by the generator's stage key *and* its weights: a generator retrained
   # under the same key on another machine may differ in the last bits.
@@ -50,19 +53,20 @@ def build_latent_mixup(cfg: LatentMixupConfig, ctx: MethodContext) -> LatentMixu
   if inversion_start(gen, cfg.inversion) == "encoder":
     enc = encoder_stage(gen, gen.checkpoint_hash, splits.x_train,
                         array_fingerprint(splits.x_train), cfg.inversion, folder("encoder"),
-                        seed=ctx.seed, rebuild="encoder" in rebuild, log=log)
+                        seed=ctx.seed, rebuild="encoder" in rebuild, log=log,
+                        index=ctx.stage_index)
     encoder, records["encoder"] = enc.value, enc.record
     upstream["encoder"] = enc.record["key_hash"]
   bank_result = bank_stage(gen, encoder, splits.x_train, splits.y_train, cfg.inversion,
                            folder("bank"), upstream, rebuild="bank" in rebuild, log=log,
-                           seed=ctx.seed, strategy=ctx.strategy)
+                           seed=ctx.seed, strategy=ctx.strategy, index=ctx.stage_index)
   bank, records["bank"] = bank_result.value, bank_result.record
   summary = bank.summary()
   log(f"latent bank: mean PSNR {summary['mean_psnr']:.2f} dB over {len(bank)} training images")
   if ctx.reference_network and distribute.is_chief(ctx.strategy):  # the chief's file
     records["frechet"] = frechet_stage(gen, records["generator"]["key_hash"], splits.x_test,
                                        ctx.reference_network, folder("frechet"), seed=ctx.seed,
-                                       log=log).record
+                                       log=log, index=ctx.stage_index).record
   reporter = functools.partial(_report, records=records, splits=splits, seed=ctx.seed,
                                dataset=ctx.dataset)
   method = LatentMixup(cfg, gen=gen, bank=bank, batch_size=ctx.batch_size,

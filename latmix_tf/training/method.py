@@ -51,6 +51,8 @@ class MethodContext:
     rebuild: stage names to rebuild ("generator", "encoder", "bank", ...).
     reference_network: export dir of the dataset's named reference classifier, whose
       features measure generated images (the generator's Fréchet distance); None skips it.
+    stage_index: folder through which runs share finished upstream stages of equal key
+      (`stages.Stage.index`); None: this run builds its own.
   """
   splits: Any = None
   dataset: Optional[str] = None
@@ -61,6 +63,7 @@ class MethodContext:
   log: Callable[[str], None] = print
   rebuild: Tuple[str, ...] = ()
   reference_network: Optional[str] = None
+  stage_index: Optional[str] = None
 
 
 class Method:
