@@ -260,6 +260,13 @@ def test_comparison_tests_the_new_headline_columns_and_the_relative_corruption_e
                   "autoattack/Linf@0.1/robust_accuracy", "corruption/mca",
                   "calibration/ece", "calibration/ece_ts", "calibration/brier"]
   assert cm.metric_label("autoattack/Linf@0.1/robust_accuracy") == "AutoAttack acc Linf ε=0.1 (%)"
+  headline = ["test/accuracy", "pgd/acc@0.1", "calibration/ece", "calibration/ece_ts",
+              "calibration/brier", "calibration/brier_ts", "calibration/corrupted_ece",
+              "calibration/corrupted_ece_ts", "autoattack/Linf@0.1/robust_accuracy"]
+  shorts = [cm.short_label(k) for k in headline]
+  assert len(set(shorts)) == len(shorts), shorts  # the conclusions never name two alike
+  assert cm.short_label("calibration/ece_ts") == "ECE (temperature-scaled)"
+  assert cm.short_label("pgd/acc@0.1") == "PGD acc ε=0.1"
   assert cm.at_value("autoattack/L2@0.5/robust_accuracy") == 0.5
   assert not cm.higher_is_better("calibration/brier") and cm.higher_is_better("corruption/mca")
   family = summary.family_metrics(keys, robust_eps=0.1)

@@ -90,7 +90,11 @@ def metric_label(key: str) -> str:
 
 
 def short_label(key: str) -> str:
-  return metric_label(key).split(" (")[0]
+  """`metric_label` without its unit ("PGD acc ε=0.1", "ECE (temperature-scaled)"): only the
+  unit suffix is cut, so two metrics never share a short label in the conclusions."""
+  fam = family(key)
+  full = metric_label(key)
+  return full[:-len(f" ({fam[2]})")] if fam is not None and fam[2] else full
 
 
 def higher_is_better(key: str) -> bool:
