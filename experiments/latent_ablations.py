@@ -44,8 +44,6 @@ ABLATIONS: Dict[str, Tuple[str, Callable]] = {
     "inmix": ("+ input mixup (α = 1) on the real part of each batch",
               lambda lm: dataclasses.replace(lm, input_mixup_alpha=1.0)),
 }
-LABELS = {f"latent_mixup_{tag}": f"LM: {what.split(' (')[0]}" for tag, (what, _) in
-          ABLATIONS.items()}
 
 
 def _make(tag: str, dataset_key: str = "fmnist") -> Experiment:

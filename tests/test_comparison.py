@@ -103,10 +103,15 @@ def test_summary_rows_and_significance():
   by = {(r["method"], r["metric"]): r for r in rows}
   keys = comparison.report_metrics(_synthetic_runs())
   assert keys[:3] == ["test/accuracy", "blur/area", "blur/acc@0.0"]
-  assert "run_key" not in keys and "bank/mean_psnr" not in keys
+  assert "run_key" not in keys
+  assert "bank/mean_psnr" in keys  # Latent-Mixup's own figure (n/a for methods without it)
   assert len(rows) == 4 * len(keys)
   rho = by[("latent_mixup", "deepfool/rho_adv")]
   assert rho["significant"] and rho["p_vs_ref"] < 0.01 and rho["diff_vs_ref"] == pytest.approx(0.05)
+  runs = _synthetic_runs()
+  diffs = [runs["latent_mixup"][s]["deepfool/rho_adv"] - runs["erm"][s]["deepfool/rho_adv"]
+           for s in sorted(runs["erm"])]
+  assert rho["diff_ci95_half_width"] == pytest.approx(stats.mean_ci(diffs).half_width)
   assert not by[("mixup", "test/accuracy")]["significant"]
   assert by[("latent_mixup", "test/accuracy")]["diff_vs_ref"] == pytest.approx(-0.01)
   assert math.isnan(by[("erm", "deepfool/rho_adv")]["p_vs_ref"])        # the reference itself

@@ -15,6 +15,7 @@ import pytest
 import experiments
 from experiments import latent_ablations
 from latmix_tf import stages
+from latmix_tf.config import LatentMixupConfig
 from experiments.common import RunContext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +36,8 @@ def test_each_latent_mixup_ablation_changes_exactly_its_knob():
              "sameclass": ("pairs", "same_class"), "inmix": ("input_mixup_alpha", 1.0),
              "k0": ("inversion", dataclasses.replace(base.method.inversion, steps=0))}
   assert set(changed) == set(latent_ablations.ABLATIONS)
+  from latmix_tf.comparison import METHOD_LABELS  # pylint: disable=import-outside-toplevel
+  assert all(f"latent_mixup_{tag}" in METHOD_LABELS for tag in changed)  # named in reports
   for tag, (field, value) in changed.items():
     cfg = experiments.get(f"latent_mixup_{tag}_fmnist").get_config(scale="quick", seed=1)
     assert cfg.name == f"latent_mixup_{tag}_fmnist" and cfg.seed == 1
@@ -62,6 +65,9 @@ def test_smoke(name, tiny_data_dir, tmp_path, shared_root):
   for key in ("blur/area", "deepfool/rho_adv", "calibration/ece", "corruption/mca",
               "calibration/brier", "calibration/ece_ts", "calibration/corrupted_ece"):
     assert key in metrics, key
+  if isinstance(cfg.method, LatentMixupConfig):  # its mixes, as the reference network sees them
+    assert 0.0 <= metrics["mix/label_confidence"] <= metrics["mix/source_mass"] <= 1.0 + 1e-6
+    assert 0.0 < metrics["mix/real_confidence"] <= 1.0 and metrics["bank/mean_psnr"] > 0
   # The whole evaluation suite at smoke size: AutoAttack at every budget of the dataset.
   budgets = {k.split("/")[1] for k in metrics if k.startswith("autoattack/")
              and k.endswith("/robust_accuracy")}

@@ -129,3 +129,34 @@ def test_input_mixup_ablation_mixes_only_the_real_part(gen):
                                (1 - lam) * x_real[partner].numpy(), atol=1e-5)
   with pytest.raises(ValueError, match="input_mixup_alpha"):
     LatentMixup(LatentMixupConfig(input_mixup_alpha=-1.0), gen=gen, bank=bank)
+
+
+def test_mix_quality_known_answers():
+  """A reference that reads the class off an image's brightness (class c <-> value c/10):
+  mixes that are really x_i are seen as y_i, so p(mixed label) = its weight on y_i."""
+  from latmix_tf.latent.mix_quality import mix_quality  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  y = np.arange(200) % 10
+  x = np.broadcast_to((y * 25)[:, None, None, None], (200, 4, 4, 1)).astype(np.uint8)
+  centers = tf.constant(np.arange(10) * 25 / 255.0, tf.float32)
+  logits_fn = lambda imgs: -1e4 * tf.square(  # noqa: E731
+      tf.reduce_mean(imgs, axis=[1, 2, 3])[:, None] - centers[None, :])
+  i, j = rng.integers(0, 200, 300), rng.integers(0, 200, 300)
+  lam = rng.uniform(0, 1, 300).astype(np.float32)
+  soft = lam[:, None] * np.eye(10)[y[i]] + (1 - lam[:, None]) * np.eye(10)[y[j]]
+  mixes = {"images": x[i] / 255.0, "labels": soft, "i": i, "j": j, "lam": lam}
+  z_bank = (y / 10.0)[:, None].astype(np.float32)  # a "generator" that decodes perfectly
+  decode = lambda z: np.broadcast_to(  # noqa: E731
+      (np.round(z[:, 0] * 10) * 25 / 255.0)[:, None, None, None], (len(z), 4, 4, 1))
+  q = mix_quality(mixes, decode, z_bank, x, y, logits_fn)
+  same = y[i] == y[j]
+  assert q["mix/samples"] == 300
+  np.testing.assert_allclose(q["mix/label_confidence"], np.mean(np.where(same, 1.0, lam)),
+                             atol=1e-6)
+  np.testing.assert_allclose(q["mix/source_mass"], 1.0, atol=1e-6)
+  np.testing.assert_allclose(q["mix/dominant_agreement"], np.mean(lam[~same] >= 0.5), atol=1e-9)
+  assert q["mix/real_confidence"] > 0.999 and q["mix/recon_confidence"] > 0.999
+  # Images that are the midpoint class (neither source) get no mass on either source.
+  mid = dict(mixes, images=np.full_like(mixes["images"], 9 * 25 / 255.0))
+  far = mix_quality(mid, decode, z_bank, x, y, logits_fn)
+  assert far["mix/source_mass"] < q["mix/source_mass"] and far["mix/soft_label_ce"] > 1.0

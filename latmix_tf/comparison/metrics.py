@@ -22,7 +22,14 @@ import numpy as np
 METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mixup",
                  "fgsm_at": "FGSM-AT", "pgd_at": "PGD-AT", "gat": "GAT",
                  "latent_mixup": "Latent-Mixup (GAN)", "latent_mixup_vae": "Latent-Mixup (VAE)",
-                 "latent_mixup_dcgan_plain": "Latent-Mixup (plain GAN)"}
+                 "latent_mixup_dcgan_plain": "Latent-Mixup (plain GAN)",
+                 # The ablation family (experiments/latent_ablations.py), one knob each:
+                 "latent_mixup_frac05": "LM: mixed fraction 0.5",
+                 "latent_mixup_alpha02": "LM: α = 0.2", "latent_mixup_alpha2": "LM: α = 2",
+                 "latent_mixup_diffclass": "LM: different-class pairs",
+                 "latent_mixup_sameclass": "LM: same-class pairs",
+                 "latent_mixup_k0": "LM: E(x) only (K = 0)",
+                 "latent_mixup_inmix": "LM: + input mixup"}
 # Metric families in report order: (key, or prefix ending in "@"; label; unit; higher better).
 FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
             ("blur/area", "blur area", "%", True),
@@ -43,6 +50,14 @@ FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
             ("calibration/nll", "NLL", "", False),
             ("calibration/corrupted_ece", "ECE on corrupted", "", False),
             ("calibration/corrupted_ece_ts", "ECE on corrupted (temperature-scaled)", "", False),
+            # Latent-Mixup's own figures (absent, hence n/a, for the other methods):
+            ("bank/mean_psnr", "bank PSNR", "dB", True),
+            ("generator/frechet_distance", "generator Fréchet distance", "", False),
+            ("mix/label_confidence", "reference's p(mixed label)", "", True),
+            ("mix/source_mass", "reference's mass on the source classes", "", True),
+            ("mix/dominant_agreement", "reference's top class = larger-weight class", "%",
+             True),
+            ("mix/recon_confidence", "reference's p(true class) on G(z)", "", True),
             ("train_seconds", "train time", "s", False),
             ("pipeline_seconds", "pipeline time", "s", False))
 

@@ -12,7 +12,7 @@ import csv
 import math
 import os
 import shutil
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf import html_report
 from latmix_tf.comparison.figures import comparison_figures
@@ -23,8 +23,12 @@ from latmix_tf.comparison.summary import conclusions, index, summarize
 from latmix_tf.jsonio import write_json_atomic
 
 CSV_FIELDS = ("method", "metric", "n", "mean", "std", "ci95_half_width", "ci95_low",
-              "ci95_high", "diff_vs_ref", "p_vs_ref", "n_pairs", "in_family", "p_holm",
-              "significant", "seeds", "values")
+              "ci95_high", "diff_vs_ref", "diff_ci95_half_width", "p_vs_ref", "n_pairs",
+              "in_family", "p_holm", "significant", "seeds", "values")
+# The six columns of the answer (README, "At a glance"): accuracy, the strongest attack, the
+# common corruptions, blur, DeepFool and calibration; "autoattack" is the headline L∞ budget.
+GLANCE = ("test/accuracy", "autoattack", "corruption/mca", "blur/area", "deepfool/rho_adv",
+          "calibration/ece")
 GRID_FILE = "latent_mixed_grid.png"
 
 
@@ -35,6 +39,37 @@ def _cell(r: Optional[Dict]) -> str:
   half = r["ci95_half_width"]
   ci = fmt(r["metric"], half) if math.isfinite(half) else "n/a"
   return f"{fmt(r['metric'], r['mean'])} ± {ci}{' †' if r['significant'] else ''}"
+
+
+def _diff_cell(r: Optional[Dict]) -> str:
+  """ "difference ± half-width of its 95% CI" (+ † when significant), in display units."""
+  if r is None or r["n_pairs"] == 0:
+    return "–"
+  half = r.get("diff_ci95_half_width", float("nan"))
+  ci = fmt(r["metric"], half) if math.isfinite(half) else "n/a"
+  return (f"{fmt(r['metric'], r['diff_vs_ref'], True)} ± {ci}"
+          f"{' †' if r['significant'] else ''}")
+
+
+def glance_tables(rows: Sequence[Dict], methods: Sequence[str], reference: str,
+                  head: Sequence[str]) -> List[str]:
+  """Markdown lines of the two short tables a reader (and the README) quotes: the GLANCE
+  metrics as mean ± CI per method, then each method's paired difference from `reference`."""
+  idx = index(rows)
+  keys = [next((h for h in head if h.startswith("autoattack/")), None) if g == "autoattack"
+          else g for g in GLANCE]
+  keys = [k for k in keys if k is not None and any((m, k) in idx for m in methods)]
+  header = "| method | " + " | ".join(metric_label(k) for k in keys) + " |"
+  lines = [header, "|---|" + "---|" * len(keys)]
+  lines += [f"| {label(m)} | " + " | ".join(_cell(idx.get((m, k))) for k in keys) + " |"
+            for m in methods]
+  others = [m for m in methods if m != reference]
+  if reference in methods and others:
+    lines += ["", f"Difference from {label(reference)} (mean paired difference ± 95% CI):", "",
+              header, "|---|" + "---|" * len(keys)]
+    lines += [f"| {label(m)} | " + " | ".join(_diff_cell(idx.get((m, k))) for k in keys) +
+              " |" for m in others]
+  return lines
 
 
 def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figures, notes,
@@ -53,6 +88,7 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
   lines += [f"- {c}" for c in concl]
   keys = report_metrics(runs)
   head = headline_metrics(keys, robust_eps)
+  lines += ["", "## At a glance", ""] + glance_tables(rows, methods, reference, head)
   lines += ["", "## Main results", "",
             "| method | seeds | " + " | ".join(metric_label(k) for k in head) + " |",
             "|---|---|" + "---|" * len(head)]
@@ -61,7 +97,7 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
                  " | ".join(_cell(idx.get((m, k))) for k in head) + " |")
   if reference in runs and len(methods) > 1:
     lines += ["", f"## Paired t-tests against {label(reference)}", "",
-              "| method | metric | mean difference | p | Holm-adjusted p | paired seeds | "
+              "| method | metric | mean difference ± 95% CI | p | Holm-adjusted p | paired seeds | "
               f"significant (α={alpha}, Holm) |", "|---|---|---|---|---|---|---|"]
     for m in methods:
       for k in head if m != reference else ():
@@ -69,7 +105,7 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
         p, ph = (f"{v:.4f}" if math.isfinite(v) else "n/a"
                  for v in (r["p_vs_ref"], r["p_holm"]))
         sig = ("yes" if r["significant"] else "no") if r["in_family"] else "(not in family)"
-        lines.append(f"| {label(m)} | {metric_label(k)} | {fmt(k, r['diff_vs_ref'], True)} | "
+        lines.append(f"| {label(m)} | {metric_label(k)} | {_diff_cell(dict(r, significant=False))} | "
                      f"{p} | {ph} | {r['n_pairs']} | {sig} |")
   lines += ["", "## All metrics", "", "| metric | " + " | ".join(map(label, methods)) + " |",
             "|---|" + "---|" * len(methods)]

@@ -49,7 +49,8 @@ def summarize(runs: Mapping[str, Mapping], reference: str = "erm", confidence: f
     alpha: significance level (family-wise for the headline metrics).
     robust_eps: ε of the headline PGD metric (see `headline_metrics`).
   Returns:
-    Dicts with the keys of `report.CSV_FIELDS` ("seeds" and "values" are lists).
+    Dicts with the keys of `report.CSV_FIELDS` ("seeds" and "values" are lists);
+    "diff_ci95_half_width" is the 95% Student-t half-width of the mean paired difference.
     "p_holm" is the Holm-adjusted p of a headline-metric test (nan for other rows);
     "significant" is p_holm < alpha for those and the uncorrected p < alpha for the rest.
   """
@@ -62,13 +63,16 @@ def summarize(runs: Mapping[str, Mapping], reference: str = "erm", confidence: f
       seeds = sorted(values)
       ci = stats.mean_ci([values[s] for s in seeds], confidence)
       test = stats.PairedTest(float("nan"), float("nan"), float("nan"), 0)
+      diff_half = float("nan")
       if method != reference and reference in runs:
         ref = _seed_values(runs[reference], key)
         common = [s for s in seeds if s in ref]
         test = stats.paired_t_test([values[s] for s in common], [ref[s] for s in common])
+        diff_half = stats.mean_ci([values[s] - ref[s] for s in common], confidence).half_width
       rows.append({"method": method, "metric": key, "n": ci.n, "mean": ci.mean, "std": ci.std,
                    "ci95_half_width": ci.half_width, "ci95_low": ci.low, "ci95_high": ci.high,
-                   "diff_vs_ref": test.mean_diff, "p_vs_ref": test.p, "n_pairs": test.n,
+                   "diff_vs_ref": test.mean_diff, "diff_ci95_half_width": diff_half,
+                   "p_vs_ref": test.p, "n_pairs": test.n,
                    "p_holm": float("nan"), "in_family": key in family,
                    "significant": bool(math.isfinite(test.p) and test.p < alpha),
                    "seeds": seeds, "values": [values[s] for s in seeds]})

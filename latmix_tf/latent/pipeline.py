@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
-from latmix_tf import distribute, reports, stages
+from latmix_tf import distribute, export, reports, stages
 from latmix_tf.data.sources import array_fingerprint, get_info
 from latmix_tf.generative.frechet import frechet_stage
 from latmix_tf.generative.reports import write_inversion_report
@@ -31,6 +31,7 @@ from latmix_tf.latent.bank import bank_stage
 from latmix_tf.latent.encoder import encoder_stage
 from latmix_tf.latent.inversion import inversion_start
 from latmix_tf.latent.method import LatentMixup, LatentMixupConfig, mixed_examples
+from latmix_tf.latent.mix_quality import mix_quality
 from latmix_tf.training.method import MethodContext
 
 
@@ -67,8 +68,9 @@ def build_latent_mixup(cfg: LatentMixupConfig, ctx: MethodContext) -> LatentMixu
     records["frechet"] = frechet_stage(gen, records["generator"]["key_hash"], splits.x_test,
                                        ctx.reference_network, folder("frechet"), seed=ctx.seed,
                                        log=log, index=ctx.stage_index).record
-  reporter = functools.partial(_report, records=records, splits=splits, seed=ctx.seed,
-                               dataset=ctx.dataset)
+  reporter = functools.partial(
+      _report, records=records, splits=splits, seed=ctx.seed, dataset=ctx.dataset,
+      reference_network=ctx.reference_network if "frechet" in records else None)
   method = LatentMixup(cfg, gen=gen, bank=bank, batch_size=ctx.batch_size,
                        upstream={"bank": bank_result.record["key_hash"]}, reporter=reporter)
   method.build(None, splits.num_classes)  # the report's mixed grid needs the pair sampler
@@ -76,8 +78,10 @@ def build_latent_mixup(cfg: LatentMixupConfig, ctx: MethodContext) -> LatentMixu
 
 
 def _report(method: LatentMixup, out_dir: str, records: Dict[str, Dict], splits, seed: int,
-            dataset: str) -> Dict[str, Any]:
-  """The figures of what latent mixup trained on, its stage notes and metrics."""
+            dataset: str, reference_network: Optional[str] = None,
+            mix_samples: int = 2000) -> Dict[str, Any]:
+  """The figures of what latent mixup trained on, its stage notes and metrics (with a
+  reference network: how it sees `mix_samples` training mixes, `latent.mix_quality`)."""
   cfg = method.cfg
   class_names = get_info(dataset).class_names
   figures_dir = os.path.join(out_dir, "generative")
@@ -96,6 +100,19 @@ def _report(method: LatentMixup, out_dir: str, records: Dict[str, Dict], splits,
            f"latent bank: {json.dumps(summary)}",
            "stages: " + ", ".join(f"{n} {r['status']} ({r.get('seconds', 0.0):.0f} s of work)"
                                   for n, r in records.items())]
+  if reference_network:
+    n = min(mix_samples, len(method.bank))
+    quality = mix_quality(mixed_examples(method, n, seed=seed + 1), method.gen.decode_numpy,
+                          method.bank.z, splits.x_train, splits.y_train,
+                          export.logits_fn(export.load_classifier(reference_network)))
+    metrics.update(quality)
+    notes.append(
+        f"decoded mixes in the reference network's eyes ({n} mixes as training draws them): "
+        f"p(mixed label) {quality['mix/label_confidence']:.3f}, mass on the two source "
+        f"classes {quality['mix/source_mass']:.3f}, top class = the larger-weight class "
+        f"{quality['mix/dominant_agreement']:.3f}; p(true class) on the real images "
+        f"{quality['mix/real_confidence']:.3f}, on their reconstructions G(z) "
+        f"{quality['mix/recon_confidence']:.3f}")
   if "frechet" in records:
     fd = records["frechet"]["outputs"]
     metrics["generator/frechet_distance"] = fd["frechet_distance"]
