@@ -119,6 +119,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
           f"member workdirs under {root}")
   runs: Dict[str, Dict[int, Dict]] = {m: {} for m in methods}
   total, done, report, grid = len(methods) * len(seeds), 0, None, None
+  reports: Dict[str, Dict] = {}  # reference -> its report, rewritten after every seed
   for seed in seeds:  # seed-major: a partial run already holds a full comparison at seed 0
     for method in methods:
       done += 1
@@ -144,14 +145,24 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     finished = {m: r for m, r in runs.items() if r}
     for i, reference in enumerate(r for r in cfg.references if r in finished):
       out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
-      written = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference, out_dir)
-      report = report if i else written
+      reports[reference] = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
+                                         out_dir)
       ctx.log(f"{cfg.name}: report against {reference} after seed {seed} -> "
-              f"{written['markdown']}")
+              f"{reports[reference]['markdown']}")
+    report = next(iter(reports.values()), report)
   if ctx.results_root and cfg.scale != "smoke" and report is not None:
-    copied = publish_summary(report, ctx.results_root, f"{cfg.name}_{cfg.scale}")
-    ctx.log(f"{cfg.name}: summary copied to {copied}")
+    for i, reference in enumerate(reports):
+      copied = publish_summary(reports[reference], ctx.results_root,
+                               summary_name(cfg, reference if i else None))
+      ctx.log(f"{cfg.name}: summary copied to {copied}")
   return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs}
+
+
+def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:
+  """Name of a published summary in results/: `<experiment>_<scale>` for the report against
+  the first reference, `..._vs_<reference>` for each further one (the ablation family's
+  report against default Latent-Mixup)."""
+  return f"{cfg.name}_{cfg.scale}" + (f"_vs_{reference}" if reference else "")
 
 
 def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir) -> Dict:

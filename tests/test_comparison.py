@@ -347,6 +347,9 @@ def test_ablation_family_reports_against_erm_and_default_latent_mixup(tiny_data_
       default, "generator")
   assert "adopted_from" not in k0 and k0["status"] == "built"
   assert not (tmp_path / "results").exists()  # smoke runs are never published
+  quick = exp.get_config(scale="quick", seed=0)
+  assert [compare.summary_name(quick, r) for r in (None, "latent_mixup")] == [
+      "ablation_fmnist_quick", "ablation_fmnist_quick_vs_latent_mixup"]
   trained = experiments.get("latent_mixup_inmix_fmnist").get_config(scale="smoke", seed=0)
   assert trained.method.input_mixup_alpha == 1.0 and trained.name == "latent_mixup_inmix_fmnist"
 
