@@ -58,6 +58,7 @@ FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
             ("mix/dominant_agreement", "reference's top class = larger-weight class", "%",
              True),
             ("mix/recon_confidence", "reference's p(true class) on G(z)", "", True),
+            ("mix/real_confidence", "reference's p(true class) on the real images", "", True),
             ("train_seconds", "train time", "s", False),
             ("pipeline_seconds", "pipeline time", "s", False))
 
