@@ -118,7 +118,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   ctx.log(f"{cfg.name}: {len(methods)} methods x seeds {list(seeds)} at scale {cfg.scale}; "
           f"member workdirs under {root}")
   runs: Dict[str, Dict[int, Dict]] = {m: {} for m in methods}
-  total, done, report, grid = len(methods) * len(seeds), 0, None, None
+  total, done, grid = len(methods) * len(seeds), 0, None
   reports: Dict[str, Dict] = {}  # reference -> its report, rewritten after every seed
   for seed in seeds:  # seed-major: a partial run already holds a full comparison at seed 0
     for method in methods:
@@ -149,12 +149,12 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
                                          out_dir)
       ctx.log(f"{cfg.name}: report against {reference} after seed {seed} -> "
               f"{reports[reference]['markdown']}")
-    report = next(iter(reports.values()), report)
-  if ctx.results_root and cfg.scale != "smoke" and report is not None:
+  if ctx.results_root and cfg.scale != "smoke":
     for i, reference in enumerate(reports):
       copied = publish_summary(reports[reference], ctx.results_root,
                                summary_name(cfg, reference if i else None))
       ctx.log(f"{cfg.name}: summary copied to {copied}")
+  report = next(iter(reports.values()))  # against the first reference
   return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf import jsonio
+from latmix_tf.data import to_float
 
 # The JSON record helpers live in the TensorFlow-free jsonio; callers on the TF side use these.
 read_json, write_json_atomic = jsonio.read_json, jsonio.write_json_atomic
@@ -206,6 +207,15 @@ def signature_input(fn) -> Tuple[str, tf.TensorSpec]:
   _, kwargs = fn.structured_input_signature
   (name, spec), = kwargs.items()
   return name, spec
+
+
+def predict_probabilities(serving_fn, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  """Runs a loaded SavedModel signature over images (uint8, or float in [0, 1]) in batches;
+  returns its "probabilities" output as numpy."""
+  name, _ = signature_input(serving_fn)
+  out = [serving_fn(**{name: to_float(images[i:i + batch_size])})["probabilities"].numpy()
+         for i in range(0, len(images), batch_size)]
+  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def logits_fn(fn) -> Callable[[tf.Tensor], tf.Tensor]:

@@ -30,12 +30,11 @@ import shutil
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from latmix_tf import distribute, export, reports, stages
 from latmix_tf.config import ExperimentConfig, config_hash, to_dict
-from latmix_tf.data import get_info, load_dataset, make_splits, to_float
+from latmix_tf.data import get_info, load_dataset, make_splits
 from latmix_tf.data.pipeline import Splits
 from latmix_tf.data.sources import resolve_data_dir
 from latmix_tf.evaluation.robustness import ATTACK_CONFIG_FILE, sanity_notes
@@ -82,14 +81,6 @@ def run_key(cfg: ExperimentConfig, fingerprint: str,
   """
   return {"config_hash": config_hash(cfg, exclude=("description", "data.data_dir", "eval")),
           "data_fingerprint": fingerprint, "upstream": dict(upstream or {})}
-
-
-def predict_probabilities(serving_fn, x_uint8: np.ndarray, batch_size: int = 500) -> np.ndarray:
-  """Runs a loaded SavedModel signature over uint8 images in batches."""
-  name, _ = export.signature_input(serving_fn)
-  out = [serving_fn(**{name: to_float(x_uint8[i:i + batch_size])})["probabilities"].numpy()
-         for i in range(0, len(x_uint8), batch_size)]
-  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def classifier_stage(cfg: ExperimentConfig, method: Method, splits: Splits, directory: str,
@@ -208,7 +199,7 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
 
 def _write_report(cfg, workdir, export_dir, splits, metrics, history, extra) -> None:
   info = get_info(cfg.data.name)
-  preds = predict_probabilities(export.load_classifier(export_dir), splits.x_test,
+  preds = export.predict_probabilities(export.load_classifier(export_dir), splits.x_test,
                                 cfg.eval.batch_size).argmax(-1)
   figs = [reports.plot_training_curves(history, os.path.join(workdir, "training_curves.png")),
           reports.plot_prediction_grid(splits.x_test[:32], splits.y_test[:32], preds[:32],

@@ -139,8 +139,9 @@ def test_mix_quality_known_answers():
   y = np.arange(200) % 10
   x = np.broadcast_to((y * 25)[:, None, None, None], (200, 4, 4, 1)).astype(np.uint8)
   centers = tf.constant(np.arange(10) * 25 / 255.0, tf.float32)
-  logits_fn = lambda imgs: -1e4 * tf.square(  # noqa: E731
-      tf.reduce_mean(imgs, axis=[1, 2, 3])[:, None] - centers[None, :])
+  predict = lambda imgs: tf.nn.softmax(-1e4 * tf.square(  # noqa: E731
+      tf.reduce_mean(tf.cast(imgs, tf.float32) / (255.0 if imgs.dtype == np.uint8 else 1.0),
+                     axis=[1, 2, 3])[:, None] - centers[None, :])).numpy()
   i, j = rng.integers(0, 200, 300), rng.integers(0, 200, 300)
   lam = rng.uniform(0, 1, 300).astype(np.float32)
   soft = lam[:, None] * np.eye(10)[y[i]] + (1 - lam[:, None]) * np.eye(10)[y[j]]
@@ -148,7 +149,7 @@ def test_mix_quality_known_answers():
   z_bank = (y / 10.0)[:, None].astype(np.float32)  # a "generator" that decodes perfectly
   decode = lambda z: np.broadcast_to(  # noqa: E731
       (np.round(z[:, 0] * 10) * 25 / 255.0)[:, None, None, None], (len(z), 4, 4, 1))
-  q = mix_quality(mixes, decode, z_bank, x, y, logits_fn)
+  q = mix_quality(mixes, decode, z_bank, x, y, predict)
   same = y[i] == y[j]
   assert q["mix/samples"] == 300
   np.testing.assert_allclose(q["mix/label_confidence"], np.mean(np.where(same, 1.0, lam)),
@@ -158,5 +159,5 @@ def test_mix_quality_known_answers():
   assert q["mix/real_confidence"] > 0.999 and q["mix/recon_confidence"] > 0.999
   # Images that are the midpoint class (neither source) get no mass on either source.
   mid = dict(mixes, images=np.full_like(mixes["images"], 9 * 25 / 255.0))
-  far = mix_quality(mid, decode, z_bank, x, y, logits_fn)
+  far = mix_quality(mid, decode, z_bank, x, y, predict)
   assert far["mix/source_mass"] < q["mix/source_mass"] and far["mix/soft_label_ce"] > 1.0

@@ -26,21 +26,11 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 import numpy as np
-import tensorflow as tf
-
-from latmix_tf.data import to_float
-
-
-def _probs(logits_fn: Callable[[tf.Tensor], tf.Tensor], images: np.ndarray,
-           batch_size: int = 500) -> np.ndarray:
-  parts = [tf.nn.softmax(logits_fn(tf.constant(images[s:s + batch_size], tf.float32)))
-           for s in range(0, len(images), batch_size)]
-  return np.concatenate([p.numpy() for p in parts]).astype(np.float64)
 
 
 def mix_quality(mixes: Dict[str, np.ndarray], decode_numpy: Callable[[np.ndarray], np.ndarray],
                 z_bank: np.ndarray, x_train: np.ndarray, y_train: np.ndarray,
-                logits_fn: Callable[[tf.Tensor], tf.Tensor]) -> Dict[str, float]:
+                predict: Callable[[np.ndarray], np.ndarray]) -> Dict[str, float]:
   """The `mix/...` figures of the module docstring.
 
   Args:
@@ -48,7 +38,8 @@ def mix_quality(mixes: Dict[str, np.ndarray], decode_numpy: Callable[[np.ndarray
       [n, K] (soft), "i", "j" (training indices), "lam" [n].
     decode_numpy: the generator's `codes -> images in [0, 1]` (numpy, batched).
     z_bank: the bank's codes, training-split order; x_train / y_train: that split.
-    logits_fn: the reference classifier (`export.logits_fn(export.load_classifier(dir))`).
+    predict: the reference classifier, images (uint8 or float in [0, 1]) -> class
+      probabilities (`export.predict_probabilities` on its loaded SavedModel).
   Returns:
     Flat metrics (floats), plus "mix/samples".
   """
@@ -56,13 +47,14 @@ def mix_quality(mixes: Dict[str, np.ndarray], decode_numpy: Callable[[np.ndarray
   lam, soft = np.asarray(mixes["lam"], np.float64), np.asarray(mixes["labels"], np.float64)
   y_i, y_j = np.asarray(y_train)[i], np.asarray(y_train)[j]
   rows = np.arange(len(i))
-  p = _probs(logits_fn, np.asarray(mixes["images"], np.float32))
+  probs = lambda images: np.asarray(predict(images), np.float64)  # noqa: E731
+  p = probs(np.asarray(mixes["images"], np.float32))
   same = y_i == y_j
   source_mass = p[rows, y_i] + np.where(same, 0.0, p[rows, y_j])
   major = np.where(lam >= 0.5, y_i, y_j)
   decided = (~same) & (np.abs(lam - 0.5) > 1e-6)
-  p_real = _probs(logits_fn, to_float(np.asarray(x_train)[i]))
-  p_recon = _probs(logits_fn, decode_numpy(np.asarray(z_bank)[i]))
+  p_real = probs(np.asarray(x_train)[i])
+  p_recon = probs(decode_numpy(np.asarray(z_bank)[i]))
   return {
       "mix/samples": int(len(i)),
       "mix/label_confidence": float(np.mean(np.sum(soft * p, axis=1))),

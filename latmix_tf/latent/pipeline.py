@@ -104,7 +104,8 @@ def _report(method: LatentMixup, out_dir: str, records: Dict[str, Dict], splits,
     n = min(mix_samples, len(method.bank))
     quality = mix_quality(mixed_examples(method, n, seed=seed + 1), method.gen.decode_numpy,
                           method.bank.z, splits.x_train, splits.y_train,
-                          export.logits_fn(export.load_classifier(reference_network)))
+                          functools.partial(export.predict_probabilities,
+                                            export.load_classifier(reference_network)))
     metrics.update(quality)
     notes.append(
         f"decoded mixes in the reference network's eyes ({n} mixes as training draws them): "
