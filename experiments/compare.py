@@ -143,7 +143,10 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
       if grid is None and method.startswith("latent_mixup"):
         grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
     finished = {m: r for m, r in runs.items() if r}
-    for i, reference in enumerate(r for r in cfg.references if r in finished):
+    # Against each reference that ran; with none of them among --methods, against the first
+    # anyway: the report then says it was not run and tests nothing, but the table is written.
+    present = [r for r in cfg.references if r in finished] or list(cfg.references[:1])
+    for i, reference in enumerate(present):
       out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
       reports[reference] = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
                                          out_dir)

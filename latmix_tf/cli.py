@@ -127,7 +127,8 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
   _import_tensorflow()
   registry = load_registry()
   compare = getattr(registry, "compare", None)
-  names.write(registry.EXPERIMENTS, getattr(compare, "METHODS", ()))
+  names.write(registry.EXPERIMENTS, tuple(dict.fromkeys(
+      getattr(compare, "METHODS", ()) + getattr(compare, "ABLATION_METHODS", ()))))
   experiment = registry.get(name)
   if facts is None:
     cli_checks.check_compare_flags(name, methods, seeds, names.read())
@@ -152,6 +153,8 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
   check_rebuild(rebuild)
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
   cfg = experiment.get_config(scale=scale, seed=seed, data_dir=data_dir)
+  if methods and getattr(cfg, "valid_methods", None):  # this family's names, before any folder
+    cli_checks.check_choices(methods, cfg.valid_methods, "--methods")
   workdir = os.path.join(os.path.abspath(workdir_root), experiment.name, scale, f"seed_{seed}")
   if isinstance(strategy, str):
     strategy = distribute.make_strategy(strategy)

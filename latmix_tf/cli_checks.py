@@ -162,11 +162,12 @@ def check_experiment(name: str, facts: Dict[str, List[str]]) -> None:
 
 def check_compare_flags(name: str, methods: Optional[Sequence[str]],
                         seeds: Optional[Sequence[str]], facts: Optional[dict]) -> None:
-  """--methods/--seeds apply to compare_* only; --methods names must be known methods."""
-  if not re.match(r"compare_", name) and (methods or seeds):
+  """--methods/--seeds apply to the many-member experiments (compare_*, ablation_*) only;
+  --methods names must be known methods (which family accepts which, the experiment says)."""
+  if not re.match(r"(compare|ablation)_", name) and (methods or seeds):
     flag = "--methods" if methods else "--seeds"
-    raise UsageError(f"{flag} applies to compare_* experiments only; {name} runs one method "
-                     f"and one --seed.")
+    raise UsageError(f"{flag} applies to compare_* and ablation_* experiments only; {name} "
+                     f"runs one method and one --seed.")
   if methods and facts and facts.get("methods"):
     check_choices(methods, facts["methods"], "--methods")
 

@@ -71,7 +71,7 @@ def test_stale_name_cache_is_not_trusted(tmp_path):
     (["--experiment=erm_fmnist", "--seed=4294967296"], ["--seed="]),
     (["--experiment=compare_fmnist", "--seeds=0,abc"], ["--seeds", "'abc'"]),
     (["--experiment=compare_fmnist", "--seeds=-2"], ["--seeds=-2"]),
-    (["--experiment=erm_fmnist", "--seeds=0,1"], ["--seeds", "compare_"]),
+    (["--experiment=erm_fmnist", "--seeds=0,1"], ["--seeds", "compare_* and ablation_*"]),
     (["--experiment=erm_fmnist", "--scale=huge"], ["--scale=huge"]),
     (["--experiment=erm_fmnist", "--seed=abc"], ["--seed=abc"]),
     (["--evaluate=/nonexistent/model"], ["/nonexistent/model", "No SavedModel"]),
@@ -91,6 +91,11 @@ def test_unknown_method_for_compare(tmp_path, dirs):
                            tmp_path)
   assert_one_error_line(proc, "--methods", "'bogus'", "pgd_at")
   assert seconds < 2.0
+  # The ablation family takes --methods too; a method of another family is refused by name.
+  proc, _ = run_main(["--experiment=ablation_fmnist", "--methods=erm,bogus", *paths], tmp_path)
+  assert_one_error_line(proc, "--methods", "'bogus'", "latent_mixup_k0")
+  proc, _ = run_main(["--experiment=ablation_fmnist", "--methods=erm,pgd_at", *paths], tmp_path)
+  assert_one_error_line(proc, "'pgd_at'", "valid: erm, latent_mixup, latent_mixup_")
 
 
 def test_workdir_or_export_dir_that_is_a_file(tmp_path):

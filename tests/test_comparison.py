@@ -282,6 +282,12 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   assert "mixup vs ERM (paired t-test over n=2 seeds" in md
   print(md.split("## Main results")[1].split("## Paired")[0])  # shown with pytest -s
 
+  # 3b. Without the reference among --methods: the table is still written, nothing tested.
+  out, logs = run(("mixup",), (0,))
+  assert "[1/1] mixup seed 0: classifier cached, evaluation cached" in "\n".join(logs)
+  md = open(out["report"]).read()
+  assert "ERM was not run" in md and "mixup" in md.split("## At a glance")[1]
+
   # 4. The CLI, same layout: everything is cached now.
   env = dict(os.environ, LATMIX_OFFLINE="1")
   proc = subprocess.run(
