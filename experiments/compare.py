@@ -33,6 +33,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from latmix_tf import distribute, stages
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
+from latmix_tf.comparison.costs import generative_seconds, member_cost
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
@@ -89,19 +90,6 @@ def select_seeds(requested: Optional[Sequence[int]]) -> Tuple[int, ...]:
   return seeds
 
 
-GENERATIVE_STAGES = ("generator", "encoder", "bank")
-
-
-def generative_seconds(workdir: str) -> float:
-  """Recorded work of a latent-mixup member's generator, encoder and bank (0 if none).
-
-  Read from the stage records (`latmix_tf.stages.read_record`), so a cached member still
-  reports what its stages cost when they ran.
-  """
-  records = [stages.read_record(os.path.join(workdir, name)) for name in GENERATIVE_STAGES]
-  return float(sum((r or {}).get("seconds", 0.0) or 0.0 for r in records))
-
-
 def _summary(metrics: Dict, eps: float) -> str:
   keys = [("test/accuracy", "acc"), ("blur/area", "blur_area"), ("deepfool/rho_adv", "rho_adv"),
           (f"pgd/acc@{eps!r}", f"pgd@{eps:.3g}"), ("calibration/ece", "ece")]
@@ -118,6 +106,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   ctx.log(f"{cfg.name}: {len(methods)} methods x seeds {list(seeds)} at scale {cfg.scale}; "
           f"member workdirs under {root}")
   runs: Dict[str, Dict[int, Dict]] = {m: {} for m in methods}
+  costs = []  # one row per finished member, for the report's "Cost per member"
   total, done, grid = len(methods) * len(seeds), 0, None
   reports: Dict[str, Dict] = {}  # reference -> its report, rewritten after every seed
   for seed in seeds:  # seed-major: a partial run already holds a full comparison at seed 0
@@ -137,6 +126,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
       status = metrics.pop("stages", {})
       metrics.pop("run_key", None)
       runs[method][seed] = metrics
+      costs.append(dict(member_cost(workdir), method=method, seed=seed))
       ctx.log(f"[{done}/{total}] {method} seed {seed}: classifier {status.get('classifier')}, "
               f"evaluation {status.get('evaluation')} ({time.time() - t0:.0f}s)  "
               f"{_summary(metrics, eps)}")
@@ -149,7 +139,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     for i, reference in enumerate(present):
       out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
       reports[reference] = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
-                                         out_dir)
+                                         out_dir, costs)
       ctx.log(f"{cfg.name}: report against {reference} after seed {seed} -> "
               f"{reports[reference]['markdown']}")
   if ctx.results_root and cfg.scale != "smoke":
@@ -168,7 +158,7 @@ def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:
   return f"{cfg.name}_{cfg.scale}" + (f"_vs_{reference}" if reference else "")
 
 
-def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir) -> Dict:
+def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir, costs) -> Dict:
   notes = [f"Member runs: {root}/<method>_{cfg.dataset_key}/{cfg.scale}/seed_<s>; SavedModels "
            f"under {ctx.export_root}.",
            f"Headline FGSM / PGD columns at ε={eps:.4g}, the budget FGSM-AT, PGD-AT and GAT "
@@ -185,7 +175,7 @@ def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir) ->
       f"Every method trained with its own experiment's recipe at scale `{cfg.scale}` "
       f"(requested seeds: {', '.join(map(str, seeds))}; the tables hold the runs finished so "
       f"far) and evaluated on its exported SavedModel.",
-      reference=reference, robust_eps=eps, sample_grid=grid, notes=notes)
+      reference=reference, robust_eps=eps, sample_grid=grid, notes=notes, member_costs=costs)
 
 
 def _make(dataset_key: str) -> Experiment:

@@ -13,6 +13,9 @@ weights). Its record, `<directory>/stage.json`, has one schema for every stage:
   {"stage": name, "key": {...}, "key_hash": 16 hex, "state": "building" | "done",
    "status": "cached" | "resumed" | "built",  # how the most recent run got the result
    "seconds": wall seconds of the work (summed over resumed attempts that finished),
+   "cpu_seconds": this process's CPU seconds over the same attempts (all its threads), the
+     cost a loaded machine inflates least,
+   "host": {"cpu": lscpu model, "isa": ISA class, "cores": usable cores} of the last attempt,
    "outputs": {...},                          # what consumers may read (JSON)
    "versions": {...}, "updated": "YYYY-mm-dd HH:MM:SS"}
 
@@ -57,7 +60,7 @@ import shutil
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from latmix_tf import workdir_lock
+from latmix_tf import hardware, workdir_lock
 from latmix_tf.config import config_hash
 from latmix_tf.jsonio import read_json, write_json_atomic
 
@@ -259,14 +262,16 @@ def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> Sta
   status = "resumed" if resume else "built"
   record = {"stage": stage.name, "key": stage.key, "key_hash": stage.key_hash,
             "state": "building", "status": status,
-            "seconds": float((old or {}).get("seconds", 0.0) or 0.0), "outputs": {},
-            "versions": _versions()}
+            "seconds": float((old or {}).get("seconds", 0.0) or 0.0),
+            "cpu_seconds": float((old or {}).get("cpu_seconds", 0.0) or 0.0), "outputs": {},
+            "versions": _versions(), "host": _host()}
   if chief:
     os.makedirs(stage.directory, exist_ok=True)
     _write(stage, record)
-  t0 = time.time()
+  t0, c0 = time.time(), time.process_time()
   value, outputs = build(resume)
-  record.update(state="done", outputs=outputs, seconds=record["seconds"] + time.time() - t0)
+  record.update(state="done", outputs=outputs, seconds=record["seconds"] + time.time() - t0,
+                cpu_seconds=record["cpu_seconds"] + time.process_time() - c0)
   if chief:
     _write(stage, record)
     _remember(stage)
@@ -278,3 +283,9 @@ def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> Sta
 def _versions() -> Dict[str, str]:
   from latmix_tf.export import versions  # pylint: disable=import-outside-toplevel
   return versions()
+
+
+def _host() -> Dict[str, Any]:
+  """The machine a stage's time was measured on: our machines differ ~2x per core."""
+  info = hardware.cpu_info()
+  return {"cpu": info.model, "isa": info.isa_class, "cores": info.cores}

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from latmix_tf import comparison, stages, stats
+from latmix_tf import comparison, hardware, stages, stats
+from latmix_tf.comparison import costs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,16 +217,34 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   with pytest.raises(ValueError, match="valid: erm, mixup, manifold_mixup"):
     compare.select_methods(("erm", "vat"))
 
-  member = tmp_path / "lm"  # the generative stages' recorded work, read from their records
-  for name, seconds in (("generator", 100.0), ("encoder", 15.0), ("bank", 30.0)):
+  member = tmp_path / "lm"  # the stages' recorded work, read from their records
+  for name, seconds in (("generator", 100.0), ("encoder", 15.0), ("bank", 30.0),
+                        ("classifier", 50.0), ("evaluation", 20.0)):
     stages.run_stage(stages.Stage(name, str(member / name), {"k": name}),
-                     lambda resumed: (None, {}), lambda record: None, log=lambda s: None)
+                     lambda resumed: (sum(i * i for i in range(200_000)), {}),
+                     lambda record: None, log=lambda s: None)
     record = stages.read_record(str(member / name))
+    assert record["host"]["cpu"] == hardware.cpu_info().model and record["cpu_seconds"] > 0
     record["seconds"] = seconds
+    if name == "encoder":  # adopted from another run: the recipe's cost, not this member's
+      record["adopted_from"] = "/elsewhere/encoder"
     (member / name / "stage.json").write_text(json.dumps(record))
-  (member / "classifier").mkdir()
-  assert compare.generative_seconds(str(member)) == 145.0
-  assert compare.generative_seconds(str(tmp_path / "erm")) == 0.0
+  (member / "frechet").mkdir()  # a folder without a record is no work done
+  assert costs.generative_seconds(str(member)) == 145.0
+  assert costs.generative_seconds(str(tmp_path / "erm")) == 0.0
+  cost = costs.member_cost(str(member))
+  assert (cost["generative_seconds"], cost["classifier_seconds"], cost["evaluation_seconds"],
+          cost["seconds"]) == (130.0, 50.0, 20.0, 200.0)
+  assert cost["adopted"] == ["encoder"] and cost["cpu"] == hardware.cpu_info().model
+  assert 0 < cost["cpu_seconds"] < 60
+  record = stages.read_record(str(member / "bank"))  # a record from before CPU accounting
+  del record["host"], record["cpu_seconds"]
+  (member / "bank" / "stage.json").write_text(json.dumps(record))
+  old = costs.member_cost(str(member))
+  assert math.isnan(old["cpu_seconds"]) and "not recorded" in old["cpu"]
+  table = costs.cost_table([dict(cost, method="latent_mixup", seed=1)])
+  assert table[-3].startswith("| Latent-Mixup (GAN) | 1 | 130 | 50 | 20 | 200 | ")
+  assert "(adopted: encoder)" in table[-3] and table[-1].startswith("All 1 members: 200 s")
 
 
 def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path):
@@ -280,6 +299,10 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
     assert os.path.isfile(os.path.join(report_dir, name)), name
   md = open(out["report"]).read()
   assert "mixup vs ERM (paired t-test over n=2 seeds" in md
+  cost_rows = md.split("## Cost per member")[1].split("## Notes")[0]
+  model = hardware.cpu_info().model
+  assert all(f"| {m} | {seed} | 0 | " in cost_rows for m in ("ERM", "mixup") for seed in (0, 1))
+  assert cost_rows.count(f" | {model} | ") == 4 and "All 4 members:" in cost_rows
   print(md.split("## Main results")[1].split("## Paired")[0])  # shown with pytest -s
 
   # 3b. Without the reference among --methods: the table is still written, nothing tested.

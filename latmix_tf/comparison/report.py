@@ -15,6 +15,7 @@ import shutil
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf import html_report
+from latmix_tf.comparison.costs import cost_table
 from latmix_tf.comparison.figures import comparison_figures
 from latmix_tf.comparison.hparams import export_hparams
 from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_label,
@@ -73,7 +74,7 @@ def glance_tables(rows: Sequence[Dict], methods: Sequence[str], reference: str,
 
 
 def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figures, notes,
-              concl) -> str:
+              concl, costs) -> str:
   idx, methods = index(rows), list(runs)
   seeds = sorted({int(s) for per in runs.values() for s in per})
   lines = [f"# {title}", "", description.strip(), "",
@@ -112,6 +113,8 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
   for k in keys:
     lines.append(f"| {metric_label(k)} | " +
                  " | ".join(_cell(idx.get((m, k))) for m in methods) + " |")
+  if costs:
+    lines += ["", "## Cost per member", ""] + cost_table(costs)
   if notes:
     lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
   lines += ["", "## Figures", ""] + [f"![{f}]({f})\n" for f in figures]
@@ -122,7 +125,8 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
                             description: str = "", reference: str = "erm",
                             alpha: float = 0.05, robust_eps: Optional[float] = None,
                             sample_grid: Optional[str] = None,
-                            notes: Sequence[str] = ()) -> Dict[str, Any]:
+                            notes: Sequence[str] = (),
+                            member_costs: Sequence[Mapping] = ()) -> Dict[str, Any]:
   """Writes results.csv, results.json, report.md and the PNGs into `out_dir`.
 
   Args:
@@ -134,6 +138,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
     robust_eps: ε of the headline FGSM / PGD columns (default: the largest evaluated).
     sample_grid: a latent-mixed sample PNG, copied in as `latent_mixed_grid.png`.
     notes: extra bullet points (cost caveats, provenance).
+    member_costs: `costs.member_cost` rows with "method" and "seed", tabled per member.
   Returns:
     {"csv": path, "json": path, "markdown": path, "figures": [paths]}.
   Raises:
@@ -166,11 +171,12 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
       "summary": rows,  # write_json_atomic turns nan into null
       "per_seed": {m: {str(s): {k: v for k, v in met.items() if isinstance(v, (int, float))}
-                       for s, met in per.items()} for m, per in runs.items()}})
+                       for s, met in per.items()} for m, per in runs.items()},
+      "member_costs": list(member_costs)})
   md_path = os.path.join(out_dir, "report.md")
   with open(md_path, "w") as f:
     f.write(_markdown(rows, runs, title, description, reference, alpha, robust_eps, figs,
-                      notes, concl))
+                      notes, concl, member_costs))
   html_path = html_report.write_html(md_path)  # self-contained, sortable tables
   tensorboard_dir = export_hparams(out_dir, runs)  # HParams dashboard: trial = method config
   return {"csv": csv_path, "json": json_path, "markdown": md_path, "html": html_path,

@@ -1,0 +1,87 @@
+"""What each member of a comparison cost, read back from its stage records.
+
+Why from the records: a comparison that resumes over several days reuses most members
+("cached"), so the wall time of the command that writes the report says nothing about the
+members. Each stage's record (`latmix_tf.stages`) keeps the wall and CPU seconds of the
+work and, since records carry it, the machine it ran on; our machines differ about 2x per
+core, so a time without its CPU model cannot be compared with anything.
+
+A stage adopted from another run (`"adopted_from"`) keeps its donor's seconds: it counts in a
+method's pipeline cost (what the recipe costs), not in this member's own work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List, Mapping, Sequence
+
+from latmix_tf import stages
+from latmix_tf.comparison.metrics import label
+
+GENERATIVE_STAGES = ("generator", "encoder", "bank")
+# Every stage a member may have, in the order they run ("frechet" scores the generator).
+MEMBER_STAGES = GENERATIVE_STAGES + ("frechet", "classifier", "evaluation")
+
+
+def _done(workdir: str) -> Dict[str, Dict[str, Any]]:
+  records = {n: stages.read_record(os.path.join(workdir, n)) for n in MEMBER_STAGES}
+  return {n: r for n, r in records.items() if r and r.get("state") == "done"}
+
+
+def generative_seconds(workdir: str) -> float:
+  """Recorded work of a latent-mixup member's generator, encoder and bank (0 if none),
+  adopted stages included: the cost of the recipe, however this run got them."""
+  done = _done(workdir)
+  return float(sum(done[n].get("seconds") or 0.0 for n in GENERATIVE_STAGES if n in done))
+
+
+def member_cost(workdir: str) -> Dict[str, Any]:
+  """This member's own work per stage group, from the records of its finished stages.
+
+  Returns {"generative_seconds", "classifier_seconds", "evaluation_seconds", "seconds",
+  "cpu_seconds" (nan if any stage predates CPU accounting), "cpu" (the machines' models,
+  "not recorded" for records without one), "adopted" (stage names), "updated" (latest)}.
+  """
+  done = _done(workdir)
+  own = {n: r for n, r in done.items() if "adopted_from" not in r}
+
+  def seconds(names: Sequence[str]) -> float:
+    return float(sum(own[n].get("seconds") or 0.0 for n in names if n in own))
+  cpu = [r.get("cpu_seconds") for r in own.values()]
+  models = sorted({(r.get("host") or {}).get("cpu") or "not recorded" for r in own.values()})
+  return {"generative_seconds": seconds(GENERATIVE_STAGES + ("frechet",)),
+          "classifier_seconds": seconds(("classifier",)),
+          "evaluation_seconds": seconds(("evaluation",)),
+          "seconds": seconds(tuple(own)),
+          "cpu_seconds": float(sum(cpu)) if cpu and None not in cpu else math.nan,
+          "cpu": ", ".join(models) if models else "not recorded",
+          "adopted": sorted(set(done) - set(own)),
+          "updated": max((r.get("updated", "") for r in own.values()), default="")}
+
+
+def _s(v: float) -> str:
+  return f"{v:.0f}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+
+
+def cost_table(costs: Sequence[Mapping[str, Any]]) -> List[str]:
+  """Markdown lines: one row per member (method, seed, stage seconds, CPU), then the total."""
+  if not costs:
+    return []
+  lines = ["Wall seconds of each member's own stages as recorded when they ran (a cached stage "
+           "keeps its original time and machine; a stage adopted from another run counts "
+           "there, not here). CPU s: the process's CPU seconds over the same stages, which a "
+           "machine shared with other work inflates least. Generative = generator, encoder, "
+           "latent bank and the Fréchet distance.", "",
+           "| method | seed | generative (s) | classifier (s) | evaluation (s) | member (s) | "
+           "CPU (s) | CPU model | finished |", "|---|---|---|---|---|---|---|---|---|"]
+  for c in costs:
+    adopted = f" (adopted: {', '.join(c['adopted'])})" if c.get("adopted") else ""
+    lines.append(f"| {label(c['method'])} | {c['seed']} | {_s(c['generative_seconds'])} | "
+                 f"{_s(c['classifier_seconds'])} | {_s(c['evaluation_seconds'])} | "
+                 f"{_s(c['seconds'])} | {_s(c['cpu_seconds'])} | {c['cpu']}{adopted} | "
+                 f"{c.get('updated', '')} |")
+  total = sum(c["seconds"] for c in costs)
+  lines += ["", f"All {len(costs)} members: {total:.0f} s of member wall time "
+                f"({total / 3600:.1f} h)."]
+  return lines
