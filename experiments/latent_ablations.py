@@ -11,8 +11,12 @@ experiment so that it runs, caches and resumes like any other:
   latent_mixup_k0_fmnist          inversion = E(x) alone (K = 0 refinement steps instead of
                                   20): does precise inversion matter?
   latent_mixup_inmix_fmnist       + input mixup (α = 1) on the real part of each batch
+  latent_mixup_recon_fmnist       no mixing at all: every "pair" is an image with itself, so
+                                  the extra examples are reconstructions G(z_i) with one-hot
+                                  labels (the λ = 1 control: is the gain from interpolating,
+                                  or from seeing smooth generator outputs?)
 
-`ablation_fmnist` (in experiments/compare.py) trains ERM, default Latent-Mixup and all seven
+`ablation_fmnist` (in experiments/compare.py) trains ERM, default Latent-Mixup and all eight
 at quick scale over seeds 0, 1, 2 and reports every row against ERM and against default
 Latent-Mixup, with 95% CIs and Holm-corrected paired tests over the family.
 
@@ -43,6 +47,8 @@ ABLATIONS: Dict[str, Tuple[str, Callable]] = {
                                                                             steps=0))),
     "inmix": ("+ input mixup (α = 1) on the real part of each batch",
               lambda lm: dataclasses.replace(lm, input_mixup_alpha=1.0)),
+    "recon": ("reconstructions only: each image paired with itself, z = z_i (λ = 1 control)",
+              lambda lm: dataclasses.replace(lm, pairs="self")),
 }
 
 

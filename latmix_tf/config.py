@@ -258,7 +258,8 @@ class LatentMixupConfig:
   Attributes:
     alpha: Beta(α, α) concentration of λ.
     mixed_fraction: share f of latent-mixed examples in each (real + mixed) batch.
-    pairs: "random" (any pair, the method's default), "different_class" or "same_class".
+    pairs: "random" (any pair, the method's default), "different_class", "same_class" or
+      "self" (j = i: the decoded reconstructions G(z_i) with one-hot labels, the λ = 1 control).
     decode_in: "pipeline" (tf.data decodes) or "step" (the train step decodes).
     generator: the generative model (DCGAN or VAE).
     inversion: how training images are turned into latent codes.

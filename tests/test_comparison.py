@@ -340,7 +340,7 @@ def test_ablation_family_reports_against_erm_and_default_latent_mixup(tiny_data_
   from experiments.common import RunContext  # pylint: disable=import-outside-toplevel
   exp = experiments.get("ablation_fmnist")
   cfg = exp.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir)
-  assert cfg.methods == compare.ABLATION_METHODS and len(cfg.methods) == 9
+  assert cfg.methods == compare.ABLATION_METHODS and len(cfg.methods) == 10
   assert cfg.references == ("erm", "latent_mixup")
   with pytest.raises(ValueError, match="Unknown method.*'mixup'"):  # not in this family
     exp.run(cfg, RunContext(workdir=str(tmp_path / "x"), export_root=str(tmp_path / "sm"),

@@ -34,6 +34,7 @@ def test_each_latent_mixup_ablation_changes_exactly_its_knob():
   changed = {"frac05": ("mixed_fraction", 0.5), "alpha02": ("alpha", 0.2),
              "alpha2": ("alpha", 2.0), "diffclass": ("pairs", "different_class"),
              "sameclass": ("pairs", "same_class"), "inmix": ("input_mixup_alpha", 1.0),
+             "recon": ("pairs", "self"),
              "k0": ("inversion", dataclasses.replace(base.method.inversion, steps=0))}
   assert set(changed) == set(latent_ablations.ABLATIONS)
   from latmix_tf.comparison import METHOD_LABELS  # pylint: disable=import-outside-toplevel

@@ -24,7 +24,7 @@ def gen():
   return build_generative_model(cfg, (28, 28, 1), seed=0)
 
 
-@pytest.mark.parametrize("pairs", ["random", "same_class", "different_class"])
+@pytest.mark.parametrize("pairs", ["random", "same_class", "different_class", "self"])
 def test_pair_restrictions(pairs):
   bank = _bank()
   i, j = PairSampler(bank.labels, 10, pairs).sample(500, tf.constant([1, 2], tf.int64))
@@ -32,11 +32,23 @@ def test_pair_restrictions(pairs):
   assert i.numpy().min() >= 0 and j.numpy().max() < len(bank.labels)
   if pairs == "same_class":
     assert np.all(yi == yj)
+  elif pairs == "self":  # reconstructions: each image with itself, every class reachable
+    assert np.array_equal(i.numpy(), j.numpy()) and len(np.unique(yi)) == 10
   elif pairs == "different_class":
     assert np.all(yi != yj)
     assert len(np.unique(yj)) == 10  # every other class is reachable
   else:
     assert 0 < np.mean(yi == yj) < 0.3
+
+
+def test_self_pairs_give_reconstruction_codes_and_one_hot_labels():
+  bank = _bank()
+  ds = latent_mix_dataset(bank.z, PairSampler(bank.labels, 10, "self"), 10, 64, 1.0, seed=3,
+                          epoch=0)
+  ex = {k: v.numpy() for k, v in next(iter(ds)).items()}
+  assert 0.05 < ex["lam"].min() < ex["lam"].max() < 0.95  # λ is drawn, and does not matter
+  np.testing.assert_allclose(ex["z"], bank.z[ex["i"]], atol=1e-6)
+  np.testing.assert_allclose(ex["labels"], np.eye(10)[bank.labels[ex["i"]]], atol=1e-6)
 
 
 def test_labels_are_the_mix_of_the_sources_and_sum_to_one():

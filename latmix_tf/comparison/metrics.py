@@ -29,7 +29,8 @@ METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mix
                  "latent_mixup_diffclass": "LM: different-class pairs",
                  "latent_mixup_sameclass": "LM: same-class pairs",
                  "latent_mixup_k0": "LM: E(x) only (K = 0)",
-                 "latent_mixup_inmix": "LM: + input mixup"}
+                 "latent_mixup_inmix": "LM: + input mixup",
+                 "latent_mixup_recon": "LM: reconstructions only"}
 # Metric families in report order: (key, or prefix ending in "@"; label; unit; higher better).
 FAMILIES = (("test/accuracy", "clean accuracy", "%", True),
             ("blur/area", "blur area", "%", True),

@@ -30,7 +30,10 @@ from latmix_tf.config import LatentMixupConfig  # noqa: F401 (re-exported; defin
 from latmix_tf.training import mixing
 from latmix_tf.training.method import Method
 
-PAIRINGS = ("random", "different_class", "same_class")
+# "self" pairs every image with itself: z = z_i whatever λ, label one-hot - training on the
+# generator's reconstructions G(z_i), the control that separates "the images are smooth
+# generator outputs" from "the images interpolate between classes".
+PAIRINGS = ("random", "different_class", "same_class", "self")
 
 
 def num_mixed(batch_size: int, fraction: float) -> int:
@@ -44,7 +47,7 @@ class PairSampler:
 
   Pairs restricted by class use per-class index tables: j is drawn uniformly within the
   class of i ("same_class"), or within a class drawn uniformly among the other classes
-  ("different_class").
+  ("different_class"); "self" returns j = i (reconstructions only).
   """
 
   def __init__(self, labels: np.ndarray, num_classes: int, pairs: str = "random"):
@@ -74,6 +77,8 @@ class PairSampler:
     i = tf.random.stateless_uniform([m], s[0], 0, self.n, dtype=tf.int64)
     if self.pairs == "random":
       return i, tf.random.stateless_uniform([m], s[1], 0, self.n, dtype=tf.int64)
+    if self.pairs == "self":
+      return i, i
     yi = tf.gather(self.labels, i)
     if self.pairs == "same_class":
       classes = yi
