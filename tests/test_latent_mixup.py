@@ -46,7 +46,7 @@ def test_self_pairs_give_reconstruction_codes_and_one_hot_labels():
   ds = latent_mix_dataset(bank.z, PairSampler(bank.labels, 10, "self"), 10, 64, 1.0, seed=3,
                           epoch=0)
   ex = {k: v.numpy() for k, v in next(iter(ds)).items()}
-  assert 0.05 < ex["lam"].min() < ex["lam"].max() < 0.95  # λ is drawn, and does not matter
+  assert ex["lam"].std() > 0.1  # λ is still drawn, and does not matter
   np.testing.assert_allclose(ex["z"], bank.z[ex["i"]], atol=1e-6)
   np.testing.assert_allclose(ex["labels"], np.eye(10)[bank.labels[ex["i"]]], atol=1e-6)
 
