@@ -19,8 +19,11 @@ reuse each other's cached stages (keyed by config, data and consumed stages: a c
 config retrains, a changed evaluation config only re-evaluates). Called without a root
 (tests), members go under <workdir>/members/. Whether a member was trained or cached, and
 what its stages cost, comes from the stage records (`latmix_tf.stages`).
-Resume: kill it and rerun the same command; finished members are reused ("cached"), an
-unfinished one resumes from its last checkpoint. Do not repeat --rebuild on the rerun.
+Resume: kill it and rerun the same command; finished members are read back first ("cached")
+and reported at once, an unfinished one resumes from its last checkpoint. The report (and,
+at quick / full scale, its copy in --results_dir) is rewritten after every member trained,
+so a run stopped at any point leaves the comparison of everything finished so far. Do not
+repeat --rebuild on the rerun.
 Expect: the member experiments' times summed (see their docstrings and the README).
 """
 
@@ -107,48 +110,62 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
           f"member workdirs under {root}")
   runs: Dict[str, Dict[int, Dict]] = {m: {} for m in methods}
   costs = []  # one row per finished member, for the report's "Cost per member"
-  total, done, grid = len(methods) * len(seeds), 0, None
-  reports: Dict[str, Dict] = {}  # reference -> its report, rewritten after every seed
-  for seed in seeds:  # seed-major: a partial run already holds a full comparison at seed 0
-    for method in methods:
-      done += 1
-      member = MEMBERS[f"{method}_{cfg.dataset_key}"]
-      workdir = distribute.worker_dir(run_workdir(root, member.name, cfg.scale, seed),
-                                      ctx.strategy)
-      ctx.log(f"[{done}/{total}] {method} seed {seed}: {member.name} -> {workdir}")
-      sub = RunContext(workdir=workdir, export_root=ctx.export_root, rebuild=ctx.rebuild,
-                       log=lambda line: ctx.log(f"    {line}"), strategy=ctx.strategy,
-                       root=root)
-      t0 = time.time()
-      metrics = dict(member.run(member.get_config(scale=cfg.scale, seed=seed,
-                                                  data_dir=cfg.data_dir), sub))
-      metrics["pipeline_seconds"] = metrics["train_seconds"] + generative_seconds(workdir)
-      status = metrics.pop("stages", {})
-      metrics.pop("run_key", None)
-      runs[method][seed] = metrics
-      costs.append(dict(member_cost(workdir), method=method, seed=seed))
-      ctx.log(f"[{done}/{total}] {method} seed {seed}: classifier {status.get('classifier')}, "
-              f"evaluation {status.get('evaluation')} ({time.time() - t0:.0f}s)  "
-              f"{_summary(metrics, eps)}")
-      if grid is None and method.startswith("latent_mixup"):
-        grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
+  grid = None
+  reports: Dict[str, Dict] = {}  # reference -> its report, rewritten as members finish
+  # Seed-major, so a partial run already holds a full comparison at seed 0 - but members
+  # finished earlier come first: a resumed run reports (and publishes) everything already
+  # done before it trains anything, and never replaces a published summary by a poorer one.
+  plan = [(seed, method, MEMBERS[f"{method}_{cfg.dataset_key}"]) for seed in seeds
+          for method in methods]
+  plan = [(s, m, e, distribute.worker_dir(run_workdir(root, e.name, cfg.scale, s), ctx.strategy))
+          for s, m, e in plan]
+  ready = [_finished(p[3]) for p in plan]
+  order = sorted(range(len(plan)), key=lambda k: not ready[k])  # stable
+  for done, k in enumerate(order, 1):
+    seed, method, member, workdir = plan[k]
+    ctx.log(f"[{done}/{len(plan)}] {method} seed {seed}: {member.name} -> {workdir}")
+    sub = RunContext(workdir=workdir, export_root=ctx.export_root, rebuild=ctx.rebuild,
+                     log=lambda line: ctx.log(f"    {line}"), strategy=ctx.strategy, root=root)
+    t0 = time.time()
+    metrics = dict(member.run(member.get_config(scale=cfg.scale, seed=seed,
+                                                data_dir=cfg.data_dir), sub))
+    metrics["pipeline_seconds"] = metrics["train_seconds"] + generative_seconds(workdir)
+    status = metrics.pop("stages", {})
+    metrics.pop("run_key", None)
+    runs[method][seed] = metrics
+    costs.append(dict(member_cost(workdir), method=method, seed=seed))
+    ctx.log(f"[{done}/{len(plan)}] {method} seed {seed}: classifier {status.get('classifier')}, "
+            f"evaluation {status.get('evaluation')} ({time.time() - t0:.0f}s)  "
+            f"{_summary(metrics, eps)}")
+    if grid is None and method.startswith("latent_mixup"):
+      grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
+    if done < len(plan) and ready[order[done]]:
+      continue  # still reading finished members back: one report once they are all in
     finished = {m: r for m, r in runs.items() if r}
     # Against each reference that ran; with none of them among --methods, against the first
     # anyway: the report then says it was not run and tests nothing, but the table is written.
     present = [r for r in cfg.references if r in finished] or list(cfg.references[:1])
+    rows = sorted(costs, key=lambda c: (methods.index(c["method"]), c["seed"]))
     for i, reference in enumerate(present):
       out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
       reports[reference] = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
-                                         out_dir, costs)
-      ctx.log(f"{cfg.name}: report against {reference} after seed {seed} -> "
+                                         out_dir, rows)
+      ctx.log(f"{cfg.name}: report against {reference} after {done} of {len(plan)} members -> "
               f"{reports[reference]['markdown']}")
-  if ctx.results_root and cfg.scale != "smoke":
-    for i, reference in enumerate(reports):
-      copied = publish_summary(reports[reference], ctx.results_root,
-                               summary_name(cfg, reference if i else None))
-      ctx.log(f"{cfg.name}: summary copied to {copied}")
+    if ctx.results_root and cfg.scale != "smoke":
+      for i, reference in enumerate(reports):
+        copied = publish_summary(reports[reference], ctx.results_root,
+                                 summary_name(cfg, reference if i else None))
+        ctx.log(f"{cfg.name}: summary copied to {copied}")
   report = next(iter(reports.values()))  # against the first reference
   return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs}
+
+
+def _finished(workdir: str) -> bool:
+  """Whether a member's classifier and evaluation stages have finished records (ordering
+  only: whether they are still valid for this config, the member's own run decides)."""
+  return all((stages.read_record(os.path.join(workdir, name)) or {}).get("state") == "done"
+             for name in ("classifier", "evaluation"))
 
 
 def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:

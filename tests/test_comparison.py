@@ -281,13 +281,16 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   md = open(out["report"]).read()
   assert "± n/a" in md and "no difference is tested" in md
 
-  # 3. "Resumed" with a second seed: seed 0 members are cached, seed 1 trained.
-  out, logs = run(("erm", "mixup"), (0, 1))
+  # 3. "Resumed" with a second seed, asked for first: the finished seed 0 members are read
+  # back (cached) and reported before seed 1 is trained.
+  out, logs = run(("erm", "mixup"), (1, 0))
   text = "\n".join(logs)
   assert "[1/4] erm seed 0: classifier cached" in text
   assert "[2/4] mixup seed 0: classifier cached" in text
+  assert text.index("report against erm after 2 of 4 members") < text.index("[3/4]")
   assert "[3/4] erm seed 1: classifier built" in text
   assert "[4/4] mixup seed 1: classifier built" in text
+  assert "after 1 of 4 members" not in text  # no report while finished ones are read back
   assert os.path.isdir(root / "mixup_fmnist" / "smoke" / "seed_1")
   with open(out["results_csv"]) as f:
     rows = list(csv.DictReader(f))
