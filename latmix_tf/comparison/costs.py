@@ -41,7 +41,7 @@ def member_cost(workdir: str) -> Dict[str, Any]:
 
   Returns {"generative_seconds", "classifier_seconds", "evaluation_seconds", "seconds",
   "cpu_seconds" (nan if any stage predates CPU accounting), "cpu" (the machines' models,
-  "not recorded" for records without one), "adopted" (stage names), "updated" (latest)}.
+  "not recorded" for records without one), "adopted" (stage names)}.
   """
   done = _done(workdir)
   own = {n: r for n, r in done.items() if "adopted_from" not in r}
@@ -56,8 +56,7 @@ def member_cost(workdir: str) -> Dict[str, Any]:
           "seconds": seconds(tuple(own)),
           "cpu_seconds": float(sum(cpu)) if cpu and None not in cpu else math.nan,
           "cpu": ", ".join(models) if models else "not recorded",
-          "adopted": sorted(set(done) - set(own)),
-          "updated": max((r.get("updated", "") for r in own.values()), default="")}
+          "adopted": sorted(set(done) - set(own))}
 
 
 def _s(v: float) -> str:
@@ -74,13 +73,12 @@ def cost_table(costs: Sequence[Mapping[str, Any]]) -> List[str]:
            "machine shared with other work inflates least. Generative = generator, encoder, "
            "latent bank and the Fréchet distance.", "",
            "| method | seed | generative (s) | classifier (s) | evaluation (s) | member (s) | "
-           "CPU (s) | CPU model | finished |", "|---|---|---|---|---|---|---|---|---|"]
+           "CPU (s) | CPU model |", "|---|---|---|---|---|---|---|---|"]
   for c in costs:
     adopted = f" (adopted: {', '.join(c['adopted'])})" if c.get("adopted") else ""
     lines.append(f"| {label(c['method'])} | {c['seed']} | {_s(c['generative_seconds'])} | "
                  f"{_s(c['classifier_seconds'])} | {_s(c['evaluation_seconds'])} | "
-                 f"{_s(c['seconds'])} | {_s(c['cpu_seconds'])} | {c['cpu']}{adopted} | "
-                 f"{c.get('updated', '')} |")
+                 f"{_s(c['seconds'])} | {_s(c['cpu_seconds'])} | {c['cpu']}{adopted} |")
   total = sum(c["seconds"] for c in costs)
   lines += ["", f"All {len(costs)} members: {total:.0f} s of member wall time "
                 f"({total / 3600:.1f} h)."]
