@@ -305,7 +305,7 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   cost_rows = md.split("## Cost per member")[1].split("## Notes")[0]
   model = hardware.cpu_info().model
   assert all(f"| {m} | {seed} | 0 | " in cost_rows for m in ("ERM", "mixup") for seed in (0, 1))
-  assert cost_rows.count(f" | {model} | ") == 4 and "All 4 members:" in cost_rows
+  assert cost_rows.count(f" | {model} |\n") == 4 and "All 4 members:" in cost_rows
   print(md.split("## Main results")[1].split("## Paired")[0])  # shown with pytest -s
 
   # 3b. Without the reference among --methods: the table is still written, nothing tested.
