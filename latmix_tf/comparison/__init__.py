@@ -14,6 +14,7 @@ the reference method (ERM). The conclusion is worded only as strongly as that te
   summary.py   per (method, metric) rows: mean, CI, paired test; the conclusion sentences
   figures.py   blur / attack curves with CI bands, ρ_adv bars, accuracy-vs-robustness
   report.py    results.csv, results.json, report.md
+  costs.py     what each member cost (wall / CPU seconds, CPU model), from its stage records
   publish.py   the summary copied into the repository's results/ folder
 """
 
