@@ -34,9 +34,9 @@ import os
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
-from latmix_tf import distribute, stages
+from latmix_tf import distribute
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
-from latmix_tf.comparison.costs import generative_seconds, member_cost
+from latmix_tf.comparison.costs import finished_records, generative_seconds, member_cost
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
@@ -115,11 +115,11 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   # Seed-major, so a partial run already holds a full comparison at seed 0 - but members
   # finished earlier come first: a resumed run reports (and publishes) everything already
   # done before it trains anything, and never replaces a published summary by a poorer one.
-  plan = [(seed, method, MEMBERS[f"{method}_{cfg.dataset_key}"]) for seed in seeds
-          for method in methods]
-  plan = [(s, m, e, distribute.worker_dir(run_workdir(root, e.name, cfg.scale, s), ctx.strategy))
-          for s, m, e in plan]
-  ready = [_finished(p[3]) for p in plan]
+  members = {m: MEMBERS[f"{m}_{cfg.dataset_key}"] for m in methods}
+  plan = [(s, m, members[m], distribute.worker_dir(
+      run_workdir(root, members[m].name, cfg.scale, s), ctx.strategy))
+          for s in seeds for m in methods]
+  ready = [{"classifier", "evaluation"} <= finished_records(p[3]).keys() for p in plan]
   order = sorted(range(len(plan)), key=lambda k: not ready[k])  # stable
   for done, k in enumerate(order, 1):
     seed, method, member, workdir = plan[k]
@@ -159,13 +159,6 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
         ctx.log(f"{cfg.name}: summary copied to {copied}")
   report = next(iter(reports.values()))  # against the first reference
   return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs}
-
-
-def _finished(workdir: str) -> bool:
-  """Whether a member's classifier and evaluation stages have finished records (ordering
-  only: whether they are still valid for this config, the member's own run decides)."""
-  return all((stages.read_record(os.path.join(workdir, name)) or {}).get("state") == "done"
-             for name in ("classifier", "evaluation"))
 
 
 def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:

@@ -24,7 +24,8 @@ GENERATIVE_STAGES = ("generator", "encoder", "bank")
 MEMBER_STAGES = GENERATIVE_STAGES + ("frechet", "classifier", "evaluation")
 
 
-def _done(workdir: str) -> Dict[str, Dict[str, Any]]:
+def finished_records(workdir: str) -> Dict[str, Dict[str, Any]]:
+  """{stage name: record} of a member's stages whose record says "done"."""
   records = {n: stages.read_record(os.path.join(workdir, n)) for n in MEMBER_STAGES}
   return {n: r for n, r in records.items() if r and r.get("state") == "done"}
 
@@ -32,7 +33,7 @@ def _done(workdir: str) -> Dict[str, Dict[str, Any]]:
 def generative_seconds(workdir: str) -> float:
   """Recorded work of a latent-mixup member's generator, encoder and bank (0 if none),
   adopted stages included: the cost of the recipe, however this run got them."""
-  done = _done(workdir)
+  done = finished_records(workdir)
   return float(sum(done[n].get("seconds") or 0.0 for n in GENERATIVE_STAGES if n in done))
 
 
@@ -43,7 +44,7 @@ def member_cost(workdir: str) -> Dict[str, Any]:
   "cpu_seconds" (nan if any stage predates CPU accounting), "cpu" (the machines' models,
   "not recorded" for records without one), "adopted" (stage names)}.
   """
-  done = _done(workdir)
+  done = finished_records(workdir)
   own = {n: r for n, r in done.items() if "adopted_from" not in r}
 
   def seconds(names: Sequence[str]) -> float:
