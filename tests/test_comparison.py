@@ -245,6 +245,17 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   table = costs.cost_table([dict(cost, method="latent_mixup", seed=1)])
   assert table[-3].startswith("| Latent-Mixup (GAN) | 1 | 130 | 50 | 20 | 200 | ")
   assert "(adopted: encoder)" in table[-3] and table[-1].startswith("All 1 members: 200 s")
+  # Per method: each seed's member wall in minutes, the mean split, the CPU models once each.
+  fast = dict(cost, seconds=60.0, generative_seconds=30.0, classifier_seconds=24.0,
+              evaluation_seconds=6.0, cpu="Other CPU")
+  summary = costs.method_summary([dict(cost, method="latent_mixup", seed=2),
+                                  dict(fast, method="latent_mixup", seed=0),
+                                  dict(fast, method="erm", seed=0)])
+  assert summary[2] == (f"| Latent-Mixup (GAN) | 0, 2 | 1.0, 3.3 | 1.3 / 0.6 / 0.2 | "
+                        f"{'; '.join(sorted({'Other CPU', cost['cpu']}))} |")
+  assert summary[3] == "| ERM | 0 | 1.0 | 0.5 / 0.4 / 0.1 | Other CPU |" and len(summary) == 4
+  assert summary[2] in costs.cost_table([dict(cost, method="latent_mixup", seed=2),
+                                         dict(fast, method="latent_mixup", seed=0)])
 
 
 def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path):
