@@ -102,7 +102,7 @@ def test_holm_adjust_hand_example():
 def test_summary_rows_and_significance():
   rows = comparison.summarize(_synthetic_runs())
   by = {(r["method"], r["metric"]): r for r in rows}
-  keys = comparison.report_metrics(_synthetic_runs())
+  keys = comparison.report_metrics(runs)
   assert keys[:3] == ["test/accuracy", "blur/area", "blur/acc@0.0"]
   assert "run_key" not in keys
   assert "bank/mean_psnr" in keys  # Latent-Mixup's own figure (n/a for methods without it)
@@ -149,8 +149,13 @@ def test_holm_correction_decides_the_wording():
 def test_report_files_and_wording(tmp_path):
   grid = tmp_path / "grid.png"
   grid.write_bytes(b"\x89PNG fake")
+  runs = _synthetic_runs()
+  for s, m in runs["latent_mixup"].items():  # how its mixes look to the reference network
+    m.update({"mix/real_confidence": 0.88, "mix/recon_confidence": 0.79,
+              "mix/label_confidence": (0.55, 0.56, 0.57)[s], "mix/source_mass": 0.75,
+              "mix/dominant_agreement": 0.7})
   out = comparison.write_comparison_report(
-      str(tmp_path / "report"), _synthetic_runs(), "Synthetic", "desc", robust_eps=0.1,
+      str(tmp_path / "report"), runs, "Synthetic", "desc", robust_eps=0.1,
       sample_grid=str(grid))
   for name in ("results.csv", "results.json", "report.md", "blur_curves.png",
                "attack_curves.png", "rho_adv.png", "accuracy_vs_robustness.png",
@@ -158,7 +163,7 @@ def test_report_files_and_wording(tmp_path):
     assert (tmp_path / "report" / name).stat().st_size > 0, name
   with open(out["csv"]) as f:
     rows = list(csv.DictReader(f))
-  keys = comparison.report_metrics(_synthetic_runs())
+  keys = comparison.report_metrics(runs)
   assert [(r["method"], r["metric"]) for r in rows] == [
       (m, k) for m in ("erm", "mixup", "latent_mixup", "pgd_at") for k in keys]
   sig = {(r["method"], r["metric"]) for r in rows if r["significant"] == "True"}
@@ -182,6 +187,10 @@ def test_report_files_and_wording(tmp_path):
   assert "PGD acc ε=0.1 (%)" in main and "± n/a" in main   # single-seed CI
   lm_line = next(l for l in main.splitlines() if l.startswith("| Latent-Mixup (GAN)"))
   assert lm_line.count("†") == 1                            # only ρ_adv is significant
+  mixes = md.split("## Decoded mixes as the reference network sees them")[1].split("##")[0]
+  assert [l for l in mixes.splitlines() if l.startswith("| ") and "---" not in l][1:] == [
+      "| Latent-Mixup (GAN) | 21.0000 ± 0.0000 | 0.8800 ± 0.0000 | 0.7900 ± 0.0000 | "
+      "0.5600 ± 0.0248 | 0.7500 ± 0.0000 | 70.00 ± 0.00 |"]  # only methods that mix
 
 
 def test_report_without_reference_or_with_one_seed(tmp_path):
@@ -189,6 +198,7 @@ def test_report_without_reference_or_with_one_seed(tmp_path):
   out = comparison.write_comparison_report(str(tmp_path), runs, "One")
   md = open(out["markdown"]).read()
   assert "ERM was not run" in md and "± n/a" in md and "significantly" not in md
+  assert "Decoded mixes" not in md  # nothing mixes latent codes here
   with pytest.raises(ValueError, match="at least one seed"):
     comparison.write_comparison_report(str(tmp_path), {"erm": {}}, "Empty")
   with pytest.raises(FileNotFoundError, match="grid"):
