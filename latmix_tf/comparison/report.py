@@ -88,9 +88,10 @@ def mixes_table(rows: Sequence[Dict], methods: Sequence[str]) -> List[str]:
   mixing = [m for m in methods if idx.get((m, "mix/label_confidence"), {}).get("n")]
   if not mixing:
     return []
-  return (["The reference network (the dataset's `erm` classifier, trained without mixes) "
-           "scores real training images, their bank reconstructions G(z) and 2000 mixes "
-           "per run drawn as training draws them; mean ± 95% CI over seeds. With a one-hot "
+  return (["The dataset's reference network (the `erm` classifier the Fréchet distance also "
+           "uses, trained without mixes; one network for every seed and scale) scores real "
+           "training images, their bank reconstructions G(z) and 2000 mixes per run drawn as "
+           "training draws them; mean ± 95% CI over seeds. With a one-hot "
            "mixed label (same-class pairs, reconstructions only) p(mixed label) is the mass "
            "on the source class and the larger-weight class is undefined (–).", "",
            "| method | bank PSNR (dB) | p(true class), real | p(true class), G(z) | "
