@@ -102,7 +102,7 @@ def test_holm_adjust_hand_example():
 def test_summary_rows_and_significance():
   rows = comparison.summarize(_synthetic_runs())
   by = {(r["method"], r["metric"]): r for r in rows}
-  keys = comparison.report_metrics(runs)
+  keys = comparison.report_metrics(_synthetic_runs())
   assert keys[:3] == ["test/accuracy", "blur/area", "blur/acc@0.0"]
   assert "run_key" not in keys
   assert "bank/mean_psnr" in keys  # Latent-Mixup's own figure (n/a for methods without it)
@@ -326,7 +326,10 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   cost_rows = md.split("## Cost per member")[1].split("## Notes")[0]
   model = hardware.cpu_info().model
   assert all(f"| {m} | {seed} | 0 | " in cost_rows for m in ("ERM", "mixup") for seed in (0, 1))
-  assert cost_rows.count(f" | {model} |\n") == 4 and "All 4 members:" in cost_rows
+  per_method, per_member = cost_rows.split("Wall seconds of each member")
+  assert per_member.count(f" | {model} |\n") == 4 and "All 4 members:" in per_member
+  assert all(f"| {m} | 0, 1 | " in per_method for m in ("ERM", "mixup"))
+  assert per_method.count(f" | {model} |\n") == 2
   print(md.split("## Main results")[1].split("## Paired")[0])  # shown with pytest -s
 
   # 3b. Without the reference among --methods: the table is still written, nothing tested.

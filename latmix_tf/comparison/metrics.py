@@ -167,7 +167,8 @@ def with_relative_corruption_error(runs: Mapping[str, Mapping], reference: str =
     return out
   pattern = "corruption/*/accuracy"
   ref_err = {}
-  for key in {k for met in runs[reference].values() for k in met if matches(k, pattern)}:
+  # Sorted: a set's order changes with the hash seed, and so would the sum's last bits.
+  for key in sorted({k for met in runs[reference].values() for k in met if matches(k, pattern)}):
     errs = [1 - float(met[key]) for met in runs[reference].values() if key in met]
     if errs and np.mean(errs) > 0:
       ref_err[key] = float(np.mean(errs))
