@@ -162,10 +162,23 @@ def test_report_files_and_wording(tmp_path):
                "latent_mixed_grid.png"):
     assert (tmp_path / "report" / name).stat().st_size > 0, name
   with open(out["csv"]) as f:
-    rows = list(csv.DictReader(f))
+    every = list(csv.DictReader(f))
   keys = comparison.report_metrics(runs)
-  assert [(r["method"], r["metric"]) for r in rows] == [
-      (m, k) for m in ("erm", "mixup", "latent_mixup", "pgd_at") for k in keys]
+  # Each aggregated row (seed "all") is followed by one row per seed that has the metric.
+  assert [(r["method"], r["seed"], r["metric"]) for r in every] == [
+      (m, s, k) for m in ("erm", "mixup", "latent_mixup", "pgd_at") for k in keys
+      for s in ["all"] + [str(s) for s in runs[m] if k in runs[m][s]]]
+  rows = [r for r in every if r["seed"] == "all"]
+  lm_seeds = [r for r in every if r["method"] == "latent_mixup"
+              and r["metric"] == "deepfool/rho_adv" and r["seed"] != "all"]
+  assert [(r["n"], r["n_pairs"]) for r in lm_seeds] == [("1", "1")] * 3
+  for r in lm_seeds:  # its own value and its paired difference from ERM at the same seed
+    s = int(r["seed"])
+    assert float(r["mean"]) == runs["latent_mixup"][s]["deepfool/rho_adv"]
+    assert float(r["diff_vs_ref"]) == pytest.approx(
+        runs["latent_mixup"][s]["deepfool/rho_adv"] - runs["erm"][s]["deepfool/rho_adv"])
+  assert all(r["diff_vs_ref"] == "" for r in every
+             if r["method"] == "erm" and r["seed"] != "all")
   sig = {(r["method"], r["metric"]) for r in rows if r["significant"] == "True"}
   assert float(next(r for r in rows if r["method"] == "latent_mixup"
                     and r["metric"] == "deepfool/rho_adv")["p_holm"]) < 0.01
@@ -316,7 +329,9 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   with open(out["results_csv"]) as f:
     rows = list(csv.DictReader(f))
   assert {r["method"] for r in rows} == {"erm", "mixup"}
-  assert all(r["n"] == "2" for r in rows if r["metric"] == "test/accuracy")
+  assert all(r["n"] == "2" for r in rows if r["metric"] == "test/accuracy" and r["seed"] == "all")
+  assert sorted(r["seed"] for r in rows if r["metric"] == "test/accuracy") == [
+      "0", "0", "1", "1", "all", "all"]  # erm and mixup: aggregated + one row per seed
   report_dir = os.path.dirname(out["report"])
   assert out["report"] == os.path.join(wd, "report.md")
   for name in ("results.json", "blur_curves.png", "rho_adv.png", "accuracy_vs_robustness.png"):

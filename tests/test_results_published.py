@@ -8,6 +8,7 @@ line of `results/NAME.md`, and every `results/...` or `benchmarks/results/...` f
 names must exist.
 """
 
+import csv
 import glob
 import os
 import re
@@ -83,13 +84,20 @@ def test_every_results_path_the_readme_names_exists():
 
 
 def test_published_summaries_come_in_threes():
-  """Each summary is its CSV (one row per method x seed plus the aggregated rows), its report
-  and its folder with results.json, as `publish_summary` writes them."""
+  """Each summary is its CSV (for every method and metric the aggregated row, seed "all", and
+  one row per seed), its report and its folder with results.json, as `publish_summary`
+  writes them."""
   names = [os.path.basename(p)[:-4] for p in glob.glob(os.path.join(ROOT, "results", "*.csv"))]
   assert "compare_fmnist_full" in names
   for name in names:
     assert os.path.isfile(os.path.join(ROOT, "results", f"{name}.md")), name
     assert os.path.isfile(os.path.join(ROOT, "results", name, "results.json")), name
     with open(os.path.join(ROOT, "results", f"{name}.csv"), encoding="utf-8") as f:
-      header = f.readline()
-    assert header.startswith("method,"), (name, header)
+      rows = list(csv.DictReader(f))
+    assert rows and {"method", "seed", "metric", "mean"} <= set(rows[0]), name
+    # The aggregated rows and one row per method x seed (read back with the same values).
+    agg = {(r["method"], r["metric"]): r for r in rows if r["seed"] == "all"}
+    per_seed = [r for r in rows if r["seed"] != "all"]
+    assert agg and per_seed, name
+    for r in per_seed:
+      assert r["seed"] in agg[(r["method"], r["metric"])]["seeds"].split(";"), (name, r)

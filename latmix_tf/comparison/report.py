@@ -1,7 +1,8 @@
 """The comparison's files: results.csv, results.json, report.md and the figures.
 
-results.csv is long format (one row per method and metric) so it loads straight into a
-spreadsheet or pandas; results.json adds every per-seed metric and the conclusion;
+results.csv is long format so it loads straight into a spreadsheet or pandas: for each method
+and metric, the aggregated row (seed "all": mean, CI, paired test) followed by one row per
+seed (its value and, where the reference ran that seed, its paired difference); results.json adds every per-seed metric and the conclusion;
 report.md is what a reader opens first: conclusion, main table, paired tests, all metrics,
 figures. The JSON is written without TensorFlow so reports can be rebuilt on any machine.
 """
@@ -23,7 +24,7 @@ from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_l
 from latmix_tf.comparison.summary import conclusions, index, summarize
 from latmix_tf.jsonio import write_json_atomic
 
-CSV_FIELDS = ("method", "metric", "n", "mean", "std", "ci95_half_width", "ci95_low",
+CSV_FIELDS = ("method", "seed", "metric", "n", "mean", "std", "ci95_half_width", "ci95_low",
               "ci95_high", "diff_vs_ref", "diff_ci95_half_width", "p_vs_ref", "n_pairs",
               "in_family", "p_holm", "significant", "seeds", "values")
 # The six columns of the answer (README, "At a glance"): accuracy, the strongest attack, the
@@ -31,6 +32,27 @@ CSV_FIELDS = ("method", "metric", "n", "mean", "std", "ci95_half_width", "ci95_l
 GLANCE = ("test/accuracy", "autoattack", "corruption/mca", "blur/area", "deepfool/rho_adv",
           "calibration/ece")
 GRID_FILE = "latent_mixed_grid.png"
+
+
+def csv_rows(rows: Sequence[Dict], reference: str) -> List[Dict[str, Any]]:
+  """The rows of results.csv: each summary row (seed "all"), then one row per seed that has
+  the metric."""
+  idx = index(rows)
+  out = []
+  for r in rows:
+    out.append({**r, "seed": "all", "seeds": ";".join(map(str, r["seeds"])),
+                "values": ";".join(repr(v) for v in r["values"])})
+    ref = idx.get((reference, r["metric"]))
+    ref_at = dict(zip(ref["seeds"], ref["values"])) if ref and r["method"] != reference else {}
+    for seed, value in zip(r["seeds"], r["values"]):
+      if not math.isfinite(value):  # this seed has no such metric (e.g. ERM's mix/*)
+        continue
+      paired = seed in ref_at and math.isfinite(ref_at[seed])
+      out.append({"method": r["method"], "seed": seed, "metric": r["metric"], "n": 1,
+                  "mean": value, "diff_vs_ref": value - ref_at[seed] if paired else "",
+                  "n_pairs": int(paired), "in_family": r["in_family"], "seeds": seed,
+                  "values": repr(value)})
+  return out
 
 
 def _cell(r: Optional[Dict]) -> str:
@@ -194,9 +216,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   with open(csv_path, "w", newline="") as f:
     writer = csv.DictWriter(f, CSV_FIELDS)
     writer.writeheader()
-    for r in rows:
-      writer.writerow({**r, "seeds": ";".join(map(str, r["seeds"])),
-                       "values": ";".join(repr(v) for v in r["values"])})
+    writer.writerows(csv_rows(rows, reference))
   json_path = os.path.join(out_dir, "results.json")
   write_json_atomic(json_path, {
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
