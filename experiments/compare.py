@@ -36,7 +36,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from latmix_tf import distribute
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
-from latmix_tf.comparison.costs import finished_records, generative_seconds, member_cost
+from latmix_tf.comparison.costs import (finished_records, generative_seconds, member_cost,
+                                        remaining_seconds)
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
@@ -137,6 +138,13 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     ctx.log(f"[{done}/{len(plan)}] {method} seed {seed}: classifier {status.get('classifier')}, "
             f"evaluation {status.get('evaluation')} ({time.time() - t0:.0f}s)  "
             f"{_summary(metrics, eps)}")
+    pending = [plan[j][1] for j in order[done:]]
+    left = remaining_seconds(costs, pending)
+    if pending and left is not None and not ready[order[done]]:
+      ctx.log(f"{cfg.name}: {len(pending)} member{'s' * (len(pending) > 1)} left, "
+              f"~{left / 3600:.1f} h of member work "
+              f"at the recorded cost of the finished ones (their method's mean where one "
+              f"finished, else the mean of all)")
     if grid is None and method.startswith("latent_mixup"):
       grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
     if done < len(plan) and ready[order[done]]:

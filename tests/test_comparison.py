@@ -268,6 +268,11 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   table = costs.cost_table([dict(cost, method="latent_mixup", seed=1)])
   assert table[-3].startswith("| Latent-Mixup (GAN) | 1 | 130 | 50 | 20 | 200 | ")
   assert "(adopted: encoder)" in table[-3] and table[-1].startswith("All 1 members: 200 s")
+  # What is left: a method's own mean where one finished, else the mean of every finished one.
+  assert costs.remaining_seconds([], ["erm"]) is None
+  done = [dict(cost, method="erm", seconds=100.0), dict(cost, method="erm", seconds=200.0),
+          dict(cost, method="mixup", seconds=600.0)]
+  assert costs.remaining_seconds(done, ["erm", "mixup", "gat"]) == 150.0 + 600.0 + 300.0
   # Per method: each seed's member wall in minutes, the mean split, the CPU models once each.
   fast = dict(cost, seconds=60.0, generative_seconds=30.0, classifier_seconds=24.0,
               evaluation_seconds=6.0, cpu="Other CPU")
@@ -325,6 +330,10 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   assert "[3/4] erm seed 1: classifier built" in text
   assert "[4/4] mixup seed 1: classifier built" in text
   assert "after 1 of 4 members" not in text  # no report while finished ones are read back
+  # What is left, from the recorded cost of what finished, before each member to be built.
+  assert text.index("[2/4] mixup seed 0: classifier cached") < text.index(
+      "compare_fmnist: 2 members left, ~") < text.index("[3/4]")
+  assert text.index("compare_fmnist: 1 member left, ~") > text.index("[3/4] erm seed 1")
   assert os.path.isdir(root / "mixup_fmnist" / "smoke" / "seed_1")
   with open(out["results_csv"]) as f:
     rows = list(csv.DictReader(f))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf import stages
 from latmix_tf.comparison.metrics import label
@@ -58,6 +58,25 @@ def member_cost(workdir: str) -> Dict[str, Any]:
           "cpu_seconds": float(sum(cpu)) if cpu and None not in cpu else math.nan,
           "cpu": ", ".join(models) if models else "not recorded",
           "adopted": sorted(set(done) - set(own))}
+
+
+def remaining_seconds(costs: Sequence[Mapping[str, Any]], pending: Sequence[str]
+                      ) -> Optional[float]:
+  """Estimated member work still to do: each pending member (a method name) at the mean
+  recorded cost of the finished members of its method, or of all finished members when none
+  of its method has finished; None before any member has a recorded cost.
+
+  Why: a full comparison runs for many hours over several sessions; the recorded costs of
+  what finished (on this machine, under this load) are the best guide to what is left."""
+  seconds: Dict[str, List[float]] = {}
+  for c in costs:
+    if c.get("seconds", 0) > 0:
+      seconds.setdefault(c["method"], []).append(float(c["seconds"]))
+  if not seconds:
+    return None
+  every = [v for vs in seconds.values() for v in vs]
+  mean = lambda vs: sum(vs) / len(vs)  # noqa: E731
+  return float(sum(mean(seconds.get(m, every)) for m in pending))
 
 
 def _s(v: float) -> str:
