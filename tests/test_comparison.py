@@ -449,3 +449,4 @@ def test_publish_summary_copies_csv_report_and_figures(tmp_path):
   pngs = [os.path.basename(p) for p in report["figures"] if p.endswith(".png")]
   assert pngs and all(f"](compare_fmnist_full/{p})" in text for p in pngs)
   assert all((tmp_path / "results" / "compare_fmnist_full" / p).is_file() for p in pngs)
+  assert not list((tmp_path / "results").rglob("*.tmp"))  # copies go through temp files

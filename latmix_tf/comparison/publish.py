@@ -15,16 +15,24 @@ import shutil
 from typing import Dict
 
 
+def _copy_atomic(src: str, dst: str) -> None:
+  """Copies through a temporary file: a run killed mid-copy (the comparisons publish after
+  every member, for hours) never leaves a truncated summary in the repository."""
+  tmp = dst + ".tmp"
+  shutil.copyfile(src, tmp)
+  os.replace(tmp, dst)
+
+
 def publish_summary(report: Dict, results_root: str, name: str) -> str:
   """Copies `report` (what `write_comparison_report` returned) to `results_root`; returns
   the path of the copied markdown."""
   folder = os.path.join(results_root, name)
   os.makedirs(folder, exist_ok=True)
-  shutil.copyfile(report["csv"], os.path.join(results_root, f"{name}.csv"))
-  shutil.copyfile(report["json"], os.path.join(folder, "results.json"))
+  _copy_atomic(report["csv"], os.path.join(results_root, f"{name}.csv"))
+  _copy_atomic(report["json"], os.path.join(folder, "results.json"))
   pngs = [f for f in report.get("figures", []) if f.endswith(".png") and os.path.isfile(f)]
   for path in pngs:
-    shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+    _copy_atomic(path, os.path.join(folder, os.path.basename(path)))
   with open(report["markdown"]) as f:
     text = f.read()
   for path in pngs:  # links are relative file names in the workdir's report
