@@ -12,7 +12,9 @@ weights). Its record, `<directory>/stage.json`, has one schema for every stage:
 
   {"stage": name, "key": {...}, "key_hash": 16 hex, "state": "building" | "done",
    "status": "cached" | "resumed" | "built",  # how the most recent run got the result
-   "seconds": wall seconds of the work (summed over resumed attempts that finished),
+   "seconds": wall seconds of the work, summed over every attempt: a building stage writes
+     its clock into the record every `stage_clock.HEARTBEAT_SECONDS`, so an attempt killed by SIGKILL (a
+     session's end; it cannot be caught) still counts, at most one heartbeat short,
    "cpu_seconds": this process's CPU seconds over the same attempts (all its threads), the
      cost a loaded machine inflates least,
    "host": {"cpu": lscpu model, "isa": ISA class, "cores": usable cores} of the last attempt,
@@ -60,7 +62,7 @@ import shutil
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from latmix_tf import hardware, workdir_lock
+from latmix_tf import hardware, stage_clock, workdir_lock
 from latmix_tf.config import config_hash
 from latmix_tf.jsonio import read_json, write_json_atomic
 
@@ -268,10 +270,9 @@ def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> Sta
   if chief:
     os.makedirs(stage.directory, exist_ok=True)
     _write(stage, record)
-  t0, c0 = time.time(), time.process_time()
-  value, outputs = build(resume)
-  record.update(state="done", outputs=outputs, seconds=record["seconds"] + time.time() - t0,
-                cpu_seconds=record["cpu_seconds"] + time.process_time() - c0)
+  with stage_clock.counting(record, (lambda r: _write(stage, r)) if chief else None):
+    value, outputs = build(resume)
+  record.update(state="done", outputs=outputs)
   if chief:
     _write(stage, record)
     _remember(stage)

@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf import checkpointing, stages, workdir_lock
+from latmix_tf import checkpointing, stage_clock, stages, workdir_lock
 from latmix_tf.training.epochs import EpochLoop
 
 
@@ -126,6 +127,31 @@ def test_unfinished_or_damaged_is_resumed_and_unknown_contents_are_moved_aside(t
   with open(os.path.join(d, "stage.json"), "w") as f:
     f.write('{"truncated')  # an unreadable record: the folder's contents are unknown
   assert _run(d, {"a": 1}, c).status == "built" and len(glob.glob(d + ".stale-*")) == 1
+
+
+def test_every_attempt_counts_in_the_cost_even_one_killed_without_warning(tmp_path,
+                                                                           monkeypatch):
+  monkeypatch.setattr(stage_clock, "HEARTBEAT_SECONDS", 0.05)
+  d = str(tmp_path / "toy")
+  c = Counter(d)
+  seen = []
+
+  def killed(resumed):
+    time.sleep(0.4)
+    # What a SIGKILL would leave now: the record the heartbeat wrote while working.
+    seen.append(stages.read_record(d))
+    raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    stages.run_stage(stages.Stage("toy", d, {"a": 1}), killed, c.load, log=lambda s: None)
+  assert seen[0]["state"] == "building" and 0.2 <= seen[0]["seconds"] <= 0.4
+  first = stages.read_record(d)
+  assert first["state"] == "building" and first["seconds"] >= 0.4  # counted to the end
+  assert first["cpu_seconds"] >= 0.0
+  resumed = _run(d, {"a": 1}, c)
+  assert resumed.status == "resumed"
+  assert first["seconds"] <= resumed.record["seconds"] < first["seconds"] + 5.0
+  assert stages.read_record(d)["seconds"] == resumed.record["seconds"]
+  assert _run(d, {"a": 1}, c).record["seconds"] == resumed.record["seconds"]  # cached: as is
 
 
 def test_downstream_rebuilds_and_rejects_unknown_stages():
