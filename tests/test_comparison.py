@@ -265,6 +265,11 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   (member / "bank" / "stage.json").write_text(json.dumps(record))
   old = costs.member_cost(str(member))
   assert math.isnan(old["cpu_seconds"]) and "not recorded" in old["cpu"]
+  # A classifier resumed before records kept a heartbeat: its epoch history is the floor.
+  epochs = [{"epoch": e, "seconds": 30.0} for e in (1, 2, 3)]
+  assert costs.stage_seconds({"seconds": 50.0, "outputs": {"history": epochs}}) == 90.0
+  assert costs.stage_seconds({"seconds": 95.0, "outputs": {"history": epochs}}) == 95.0
+  assert costs.stage_seconds({"seconds": None, "outputs": {}}) == 0.0
   table = costs.cost_table([dict(cost, method="latent_mixup", seed=1)])
   assert table[-3].startswith("| Latent-Mixup (GAN) | 1 | 130 | 50 | 20 | 200 | ")
   assert "(adopted: encoder)" in table[-3] and table[-1].startswith("All 1 members: 200 s")

@@ -37,6 +37,18 @@ def generative_seconds(workdir: str) -> float:
   return float(sum(done[n].get("seconds") or 0.0 for n in GENERATIVE_STAGES if n in done))
 
 
+def stage_seconds(record: Mapping[str, Any]) -> float:
+  """A finished stage's wall seconds: its record's, but never less than the sum of the epoch
+  history its outputs keep (a trained network's), which survives every resume.
+
+  Why the floor: records written before the stage clock's heartbeat counted only the attempt
+  that finished, so a stage resumed after a kill looked cheaper than it was (a PGD-AT
+  classifier: 601 s recorded, 2140 s in its epochs)."""
+  history = (record.get("outputs") or {}).get("history") or []
+  epochs = sum(float(e.get("seconds") or 0.0) for e in history if isinstance(e, Mapping))
+  return max(float(record.get("seconds") or 0.0), epochs)
+
+
 def member_cost(workdir: str) -> Dict[str, Any]:
   """This member's own work per stage group, from the records of its finished stages.
 
@@ -48,7 +60,7 @@ def member_cost(workdir: str) -> Dict[str, Any]:
   own = {n: r for n, r in done.items() if "adopted_from" not in r}
 
   def seconds(names: Sequence[str]) -> float:
-    return float(sum(own[n].get("seconds") or 0.0 for n in names if n in own))
+    return float(sum(stage_seconds(own[n]) for n in names if n in own))
   cpu = [r.get("cpu_seconds") for r in own.values()]
   models = sorted({(r.get("host") or {}).get("cpu") or "not recorded" for r in own.values()})
   return {"generative_seconds": seconds(GENERATIVE_STAGES + ("frechet",)),
