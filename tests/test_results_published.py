@@ -101,3 +101,13 @@ def test_published_summaries_come_in_threes():
     assert agg and per_seed, name
     for r in per_seed:
       assert r["seed"] in agg[(r["method"], r["metric"])]["seeds"].split(";"), (name, r)
+
+
+def test_every_figure_a_published_report_links_is_in_the_repository():
+  missing = []
+  for md in glob.glob(os.path.join(ROOT, "results", "*.md")):
+    with open(md, encoding="utf-8") as f:
+      for link in re.findall(r"\]\(([^)\s]+\.png)\)", f.read()):
+        if not os.path.isfile(os.path.join(ROOT, "results", link)):
+          missing.append((os.path.basename(md), link))
+  assert not missing, f"published reports link figures that are not in results/: {missing}"
