@@ -96,8 +96,12 @@ def test_two_cli_runs_on_one_workdir_including_a_concurrent_rebuild(tmp_path, ti
     assert first.poll() is None and time.monotonic() < deadline, first.communicate()
     time.sleep(0.05)
   os.kill(first.pid, signal.SIGSTOP)  # holds the lock, does nothing: a certain overlap
+  run = wd / "erm_fmnist" / "smoke" / "seed_0"
+  # The lock (<parent>/.seed_0.lock) comes before the folder: the stop may land in between,
+  # and then the other runs must not create the folder either.
+  contents = lambda: sorted(os.listdir(run)) if run.is_dir() else None  # noqa: E731
   try:
-    before = sorted(os.listdir(wd / "erm_fmnist" / "smoke" / "seed_0"))
+    before = contents()
     second, rebuild = _main(args), _main(args + ["--rebuild=classifier"])
     waiter = _main(args + ["--wait_for_lock"])
     for proc in (second, rebuild):
@@ -105,7 +109,7 @@ def test_two_cli_runs_on_one_workdir_including_a_concurrent_rebuild(tmp_path, ti
       lines = err.strip().splitlines()
       assert proc.returncode == 2 and len(lines) == 1, err
       assert f"pid {first.pid}" in lines[0] and "in use" in lines[0], lines
-    assert sorted(os.listdir(wd / "erm_fmnist" / "smoke" / "seed_0")) == before
+    assert contents() == before
     time.sleep(1.0)
     assert waiter.poll() is None  # waiting, not failed
   finally:
@@ -115,7 +119,6 @@ def test_two_cli_runs_on_one_workdir_including_a_concurrent_rebuild(tmp_path, ti
   out_w, err_w = waiter.communicate(timeout=600)
   assert waiter.returncode == 0, err_w[-3000:]
   assert "waiting" in out_w
-  run = wd / "erm_fmnist" / "smoke" / "seed_0"
   assert not [p for p in os.listdir(run) if "stale" in p]  # nobody moved a live folder aside
   metrics = json.load(open(run / "metrics.json"))
   assert metrics["stages"] == {"classifier": "cached", "evaluation": "cached"}  # the waiter's
