@@ -34,7 +34,7 @@ def generative_seconds(workdir: str) -> float:
   """Recorded work of a latent-mixup member's generator, encoder and bank (0 if none),
   adopted stages included: the cost of the recipe, however this run got them."""
   done = finished_records(workdir)
-  return float(sum(done[n].get("seconds") or 0.0 for n in GENERATIVE_STAGES if n in done))
+  return float(sum(stage_seconds(done[n]) for n in GENERATIVE_STAGES if n in done))
 
 
 def stage_seconds(record: Mapping[str, Any]) -> float:

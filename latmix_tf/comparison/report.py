@@ -2,7 +2,8 @@
 
 results.csv is long format so it loads straight into a spreadsheet or pandas: for each method
 and metric, the aggregated row (seed "all": mean, CI, paired test) followed by one row per
-seed (its value and, where the reference ran that seed, its paired difference); results.json adds every per-seed metric and the conclusion;
+seed (its value and, where the reference ran that seed, its paired difference);
+results.json adds every per-seed metric and the conclusion;
 report.md is what a reader opens first: conclusion, main table, paired tests, all metrics,
 figures. The JSON is written without TensorFlow so reports can be rebuilt on any machine.
 """
