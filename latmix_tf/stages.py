@@ -14,7 +14,8 @@ weights). Its record, `<directory>/stage.json`, has one schema for every stage:
    "status": "cached" | "resumed" | "built",  # how the most recent run got the result
    "seconds": wall seconds of the work, summed over every attempt: a building stage writes
      its clock into the record every `stage_clock.HEARTBEAT_SECONDS`, so an attempt killed
-     by SIGKILL (a session's end; it cannot be caught) still counts, one heartbeat short,
+     by SIGKILL (a session's end; it cannot be caught) still counts, at most one heartbeat
+     short,
    "cpu_seconds": this process's CPU seconds over the same attempts (all its threads), the
      cost a loaded machine inflates least,
    "host": {"cpu": lscpu model, "isa": ISA class, "cores": usable cores} of the last attempt,
