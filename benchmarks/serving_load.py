@@ -12,7 +12,14 @@ Two more measurements (issue #17), on by default (`--scenarios`):
   back to back from one more client, the 1000 one-image requests from 8 clients must keep
   p99 <= 200 ms with 0 errors;
 - memory: the server's peak RSS above idle while it answers one such request, sampled from
-  /proc every 5 ms; target <= 3x the body size.
+  /proc every 5 ms; target <= 3x the body size; then `steady`: the idle RSS after five more
+  such requests (what the server keeps for good; see docs/serving.md, "Memory").
+
+Three attacks (issue #29; `serving_attacks.py`), also on by default: the same 8-client load
+while 30.9 MB bodies of one huge instance are posted back to back (`hostile_arrays`,
+`hostile_numbers`), and while 64 half-sent connections from 127.0.0.2 are held and reopened
+(`lockout`). Targets: the clients' p99 <= 200 ms, 0 errors, the server's peak RSS above idle
+<= 3x the largest accepted body (the 31.9 MB request above).
 
 By default it exports an untrained classifier of the real Fashion-MNIST architecture
 (`ModelConfig()` -> SmallCNN 32-64-128; weights do not change the cost) to a temp directory,
@@ -21,7 +28,8 @@ it with SIGTERM at the end, recording its exit code. `--model_base_path name=pat
 real export instead; `--url http://127.0.0.1:PORT` measures a server that is already running
 (ours or tensorflow_model_server). Only loopback addresses are accepted.
 
-  python benchmarks/serving_load.py                       # ~1-3 min on 2 CPU cores
+  python benchmarks/serving_load.py                       # ~2-4 min on 2 CPU cores
+  python benchmarks/serving_load.py --requests=300        # shorter: ~1-2 min
   python benchmarks/serving_load.py --model_base_path erm_fmnist=saved_models/erm_fmnist
 """
 
@@ -39,6 +47,8 @@ import time
 import urllib.parse
 
 import numpy as np
+
+import serving_attacks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -242,22 +252,45 @@ def run_interleave(url, name, body, requests, concurrency, time_limit_s):
 def write_markdown(path, results):
   """A short table of the figures, beside the JSON."""
   lines = ["# Serving load benchmark", "", f"CPU: {results['cpu']} ({results['cpu_count']} "
-           f"cores), {results['date']}; model: {results['model']}", ""]
-  for key, title in (("throughput", "1000 one-image requests, 8 clients"),
-                     ("interleave", "the same while 10,000-image requests run")):
+           f"cores), {results['date']}; load average (1, 5, 15 min) "
+           f"{results['load_average_at_start']} at start, {results['load_average_at_end']} at "
+           f"end; model: {results['model']}", ""]
+  for key, title in (("throughput", "one-image requests, 8 clients"),
+                     ("interleave", "one-image requests, 8 clients, while 10,000-image requests run")):
     r = results.get(key)
     if r:
       lat = r["latency_ms"]
-      lines.append(f"- {title}: {r['throughput_rps']} req/s, p50 {lat['p50']} ms, p99 "
+      lines.append(f"- {r['requests_sent']} {title}: {r['throughput_rps']} req/s, p50 "
+                   f"{lat['p50']} ms, p99 "
                    f"{lat['p99']} ms, max {lat['max']} ms, errors {r['errors']}"
                    + (f"; big requests {r['big_requests']['statuses']} in "
                       f"{r['big_requests']['seconds']} s" if key == "interleave" else ""))
+  for key, title in (("hostile_arrays", "while one-instance bodies of 10.3M empty arrays "
+                     "(30.9 MB) are posted back to back"),
+                     ("hostile_numbers", "while one-instance bodies of 7.8M numbers (30.9 MB) are "
+                      "posted back to back"),
+                     ("lockout", "while 127.0.0.2 holds 64 half-sent connections, reopened "
+                      "when closed")):
+    r = results.get(key)
+    if r:
+      lat = r["latency_ms"]
+      lines.append(f"- {r['requests_sent']} one-image requests, 8 clients, {title}: p50 "
+                   f"{lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms, errors "
+                   f"{r['errors']}; attacker {r['attacker']}; server peak RSS "
+                   f"{r.get('server_peak_above_idle_mb')} MB above idle = "
+                   f"{r.get('peak_over_largest_accepted_body')}x the largest accepted body "
+                   f"(targets: p99 <= 200 ms, 0 errors, <= 3x)")
   m = results.get("memory")
   if m:
     lines.append(f"- memory: {m['body_bytes'] / 2**20:.1f} MiB request answered {m['status']} "
                  f"in {m['seconds']} s; RSS idle {m['idle_rss_mb']} MB, peak "
                  f"{m['peak_rss_mb']} MB: {m['peak_above_idle_over_body']}x the body above "
                  f"idle (target <= 3x)")
+  s = results.get("steady")
+  if s:
+    lines.append(f"- memory kept after {s['requests']} more such requests (idle RSS above the "
+                 f"first idle, after each): {s['idle_above_first_idle_mb']} MB, "
+                 f"{s['over_body']}x the body")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
 
@@ -270,6 +303,44 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+SCENARIOS = ("throughput", "interleave", "memory", "hostile_arrays", "hostile_numbers",
+             "lockout")
+
+
+def run_steady(url, name, pid, body, idle, count=5):
+  """Idle RSS above `idle` after each of `count` more big requests (1 s after each answer)."""
+  above = []
+  for _ in range(count):
+    conn = http.client.HTTPConnection(*_host_port(url), timeout=600)
+    conn.request("POST", f"/v1/models/{name}:predict", body=body)
+    conn.getresponse().read()
+    conn.close()
+    time.sleep(1.0)
+    above.append(round((_rss_bytes(pid) - idle) / 2**20, 1))
+  return {"requests": count, "idle_above_first_idle_mb": above,
+          "over_body": round(above[-1] * 2**20 / len(body), 2)}
+
+
+def run_attacks(url, name, pid, scenarios, largest_body, requests, concurrency, time_limit_s):
+  """The attack scenarios of serving_attacks.py, each with the server's peak RSS."""
+  out = {}
+  load = lambda: run_load(url, name, requests, concurrency, 1, time_limit_s)
+  bodies = serving_attacks.hostile_bodies()
+  for key in [s for s in ("hostile_arrays", "hostile_numbers", "lockout") if s in scenarios]:
+    idle = _rss_bytes(pid) if pid else 0
+    sampler = serving_attacks.PeakRss(pid, _rss_bytes) if pid else None
+    if key == "lockout":
+      out[key] = serving_attacks.run_lockout(_host_port(url), load)
+    else:
+      out[key] = serving_attacks.run_hostile_body(_host_port(url), name, bodies[key], load)
+    if sampler:
+      above = sampler.stop() - idle
+      out[key]["server_peak_above_idle_mb"] = round(above / 2**20, 1)
+      out[key]["peak_over_largest_accepted_body"] = round(above / largest_body, 2)
+    out[key]["target"] = "p99 <= 200 ms, 0 errors, peak RSS above idle <= 3x the largest body"
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--url", help="measure an already running server (loopback only)")
@@ -279,8 +350,8 @@ def main():
   parser.add_argument("--concurrency", type=int, default=8)
   parser.add_argument("--batch", type=int, default=1, help="instances per request")
   parser.add_argument("--time_limit_s", type=float, default=300.0)
-  parser.add_argument("--scenarios", default="throughput,interleave,memory",
-                      help="comma-separated subset of throughput,interleave,memory")
+  parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                      help=f"comma-separated subset of {','.join(SCENARIOS)}")
   parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
                                                     "serving_load.json"))
   args = parser.parse_args()
@@ -288,6 +359,7 @@ def main():
     parser.error("--requests must be in [1, 100000] and --concurrency in [1, 64].")
 
   from latmix_tf.export import versions, write_json_atomic  # pylint: disable=import-outside-toplevel
+  load_at_start = [round(x, 2) for x in os.getloadavg()]
   proc, name = None, args.model_name
   with tempfile.TemporaryDirectory() as tmp:
     if args.url:
@@ -311,9 +383,14 @@ def main():
       body = big_body(image_shape(url, name)) if scenarios & {"interleave", "memory"} else None
       if "memory" in scenarios and proc is not None:  # before interleave: no big request yet
         result["memory"] = run_memory(url, name, proc.pid, body)
+        result["steady"] = run_steady(url, name, proc.pid, body,
+                                      result["memory"]["idle_rss_mb"] * 2**20)
       if "interleave" in scenarios:
         result["interleave"] = run_interleave(url, name, body, args.requests, args.concurrency,
                                               args.time_limit_s)
+      result.update(run_attacks(url, name, proc.pid if proc else None, scenarios,
+                                len(body) if body else len(big_body(image_shape(url, name))),
+                                args.requests, args.concurrency, args.time_limit_s))
     finally:
       exit_code = None
       if proc is not None:
@@ -321,7 +398,8 @@ def main():
         exit_code = proc.wait(timeout=60)
   result.update({"model": source, "server": "latmix_tf.serving (child process)" if proc else url,
                  "server_exit_code_after_sigterm": exit_code, "cpu_count": os.cpu_count(),
-                 "cpu": cpu_model(),
+                 "cpu": cpu_model(), "load_average_at_start": load_at_start,
+                 "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                  "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S")})
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   write_json_atomic(args.out, result)
@@ -329,7 +407,8 @@ def main():
   with open(os.path.splitext(args.out)[0] + ".md") as f:
     print(f.read(), end="")
   print(f"wrote {args.out}")
-  runs = [result[k] for k in ("throughput", "interleave") if k in result]
+  runs = [result[k] for k in ("throughput", "interleave", "hostile_arrays", "hostile_numbers",
+                               "lockout") if k in result]
   failed = any(r["errors"] or r["timed_out"] for r in runs)
   return 1 if failed or exit_code not in (None, 0) else 0
 

@@ -24,20 +24,29 @@ and reported at once, an unfinished one resumes from its last checkpoint. The re
 at quick / full scale, its copy in --results_dir) is rewritten after every member trained,
 so a run stopped at any point leaves the comparison of everything finished so far. Do not
 repeat --rebuild on the rerun.
-Expect: the member experiments' times summed (see their docstrings and the README).
+Executors (`--executor`, `latmix_tf.comparison.executors`): `sequential` (the default) runs
+the members one after another in this process; `ray` runs each unfinished member as a Ray
+task in its own process - on a local Ray with this machine's cores, or on the cluster at
+`--ray_address` (docs/scaling.md) - `--concurrent_members` at once (default: one per GPU, else
+one per CPU core). Members write the same stages into the same (shared) workdirs either way,
+so results do not depend on the executor, a member whose worker dies is retried by Ray and
+resumes from its stage records, and the report is rewritten as each member finishes.
+Expect: the member experiments' times summed (see their docstrings and the README); with Ray,
+that divided by the members at once, as far as the cores go
+(benchmarks/results/compare_throughput.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Dict, Optional, Sequence, Tuple
 
 from latmix_tf import distribute
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
 from latmix_tf.comparison.costs import (finished_records, generative_seconds, member_cost,
                                         remaining_seconds)
+from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
@@ -71,6 +80,7 @@ class CompareConfig:
   valid_methods: Tuple[str, ...] = METHODS  # what --methods may name
   references: Tuple[str, ...] = ("erm",)    # one report against each, the first in workdir
   title: str = "method comparison"
+  executor: Optional[ExecutorConfig] = None  # None: sequential, in this process
 
 
 def select_methods(requested: Optional[Sequence[str]], default: Sequence[str] = DEFAULT_METHODS,
@@ -101,53 +111,93 @@ def _summary(metrics: Dict, eps: float) -> str:
   return "  ".join(parts + [f"train={metrics.get('train_seconds', float('nan')):.0f}s"])
 
 
+def run_member(name: str, scale: str, seed: int, data_dir: Optional[str], workdir: str,
+               export_root: str, rebuild: tuple, root: str, log, strategy=None) -> Dict:
+  """One member, exactly as `main.py --experiment=<name> --seed=<seed>` would run it; the
+  same call whichever executor runs it (in this process, or in a Ray worker that imports
+  this module by name)."""
+  member = MEMBERS[name]
+  sub = RunContext(workdir=workdir, export_root=export_root, rebuild=rebuild, log=log,
+                   strategy=strategy, root=root)
+  return dict(member.run(member.get_config(scale=scale, seed=seed, data_dir=data_dir), sub))
+
+
+def _check_executor(executor: ExecutorConfig, ctx: RunContext) -> None:
+  if executor.name == "sequential":
+    return
+  if distribute.worker_info(ctx.strategy)[1] > 1:
+    raise ValueError("--executor=ray runs each member in its own process: drop "
+                     "--strategy=multi_worker (a member on GPUs takes one GPU each).")
+  if ctx.rebuild:
+    raise ValueError(f"--rebuild={','.join(ctx.rebuild)} with --executor=ray: a member Ray "
+                     f"retries after its worker died would rebuild again instead of resuming; "
+                     f"run the --rebuild sequentially, then use --executor=ray.")
+
+
 def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   methods = select_methods(ctx.methods, cfg.methods, cfg.valid_methods)
   seeds = select_seeds(ctx.seeds or cfg.seeds)
+  executor = cfg.executor or ExecutorConfig()
+  _check_executor(executor, ctx)
   dataset = DATASET_OF[cfg.dataset_key]
   eps = DEFAULT_EPSILON[dataset]
   root = runs_root(ctx)
   ctx.log(f"{cfg.name}: {len(methods)} methods x seeds {list(seeds)} at scale {cfg.scale}; "
-          f"member workdirs under {root}")
+          f"member workdirs under {root}; executor {executor.name}")
   runs: Dict[str, Dict[int, Dict]] = {m: {} for m in methods}
+  nodes: Dict[str, Dict[int, str]] = {m: {} for m in methods}
   costs = []  # one row per finished member, for the report's "Cost per member"
   grid = None
   reports: Dict[str, Dict] = {}  # reference -> its report, rewritten as members finish
   # Seed-major, so a partial run already holds a full comparison at seed 0 - but members
   # finished earlier come first: a resumed run reports (and publishes) everything already
   # done before it trains anything, and never replaces a published summary by a poorer one.
-  members = {m: MEMBERS[f"{m}_{cfg.dataset_key}"] for m in methods}
-  plan = [(s, m, members[m], distribute.worker_dir(
-      run_workdir(root, members[m].name, cfg.scale, s), ctx.strategy))
-          for s in seeds for m in methods]
+  # Finished members are read back in this process; the others go to the executor.
+  in_process = executor.name == "sequential"
+  plan = [(s, m, MEMBERS[f"{m}_{cfg.dataset_key}"].name) for s in seeds for m in methods]
+  plan = [(s, m, name, distribute.worker_dir(run_workdir(root, name, cfg.scale, s),
+                                             ctx.strategy if in_process else None))
+          for s, m, name in plan]
   ready = [{"classifier", "evaluation"} <= finished_records(p[3]).keys() for p in plan]
   order = sorted(range(len(plan)), key=lambda k: not ready[k])  # stable
-  for done, k in enumerate(order, 1):
-    seed, method, member, workdir = plan[k]
-    ctx.log(f"[{done}/{len(plan)}] {method} seed {seed}: {member.name} -> {workdir}")
-    sub = RunContext(workdir=workdir, export_root=ctx.export_root, rebuild=ctx.rebuild,
-                     log=lambda line: ctx.log(f"    {line}"), strategy=ctx.strategy, root=root)
-    t0 = time.time()
-    metrics = dict(member.run(member.get_config(scale=cfg.scale, seed=seed,
-                                                data_dir=cfg.data_dir), sub))
+  number = {k: i for i, k in enumerate(order, 1)}  # the order members start in
+
+  def job(k: int) -> MemberJob:
+    seed, method, name, workdir = plan[k]
+    kwargs = dict(name=name, scale=cfg.scale, seed=seed, data_dir=cfg.data_dir,
+                  workdir=workdir, export_root=ctx.export_root, rebuild=ctx.rebuild,
+                  root=root)
+    if in_process or ready[k]:
+      kwargs["strategy"] = ctx.strategy
+    return MemberJob((method, "seed", seed), run_member, kwargs,
+                     title=f"[{number[k]}/{len(plan)}] {method} seed {seed}: {name} -> {workdir}")
+
+  def in_finish_order():  # cached members first (in this process), then the executor's
+    yield from run_members([job(k) for k in order if ready[k]], ExecutorConfig(), ctx.log)
+    yield from run_members([job(k) for k in order if not ready[k]], executor, ctx.log)
+
+  for done, member in enumerate(in_finish_order(), 1):
+    method, _, seed = member.job.key
+    workdir = member.job.kwargs["workdir"]
+    metrics = dict(member.result)
     metrics["pipeline_seconds"] = metrics["train_seconds"] + generative_seconds(workdir)
     status = metrics.pop("stages", {})
     metrics.pop("run_key", None)
     runs[method][seed] = metrics
+    nodes[method][seed] = member.node
     costs.append(dict(member_cost(workdir), method=method, seed=seed))
+    where = "" if in_process else f" on {member.node}"
     ctx.log(f"[{done}/{len(plan)}] {method} seed {seed}: classifier {status.get('classifier')}, "
-            f"evaluation {status.get('evaluation')} ({time.time() - t0:.0f}s)  "
+            f"evaluation {status.get('evaluation')} ({member.seconds:.0f}s{where})  "
             f"{_summary(metrics, eps)}")
-    pending = [plan[j][1] for j in order[done:]]
+    pending = [m for s, m, _, _ in plan if s not in runs[m]]
     left = remaining_seconds(costs, pending)
-    if pending and left is not None and not ready[order[done]]:
-      ctx.log(f"{cfg.name}: {len(pending)} member{'s' * (len(pending) > 1)} left, "
-              f"~{left / 3600:.1f} h of member work "
-              f"at the recorded cost of the finished ones (their method's mean where one "
-              f"finished, else the mean of all)")
+    next_ready = done < len(plan) and ready[order[done]]
+    if pending and left is not None and not next_ready:
+      ctx.log(_progress_line(cfg.name, pending, left, done, member, in_process))
     if grid is None and method.startswith("latent_mixup"):
       grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
-    if done < len(plan) and ready[order[done]]:
+    if next_ready:
       continue  # still reading finished members back: one report once they are all in
     finished = {m: r for m, r in runs.items() if r}
     # Against each reference that ran; with none of them among --methods, against the first
@@ -166,7 +216,20 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
                                  summary_name(cfg, reference if i else None))
         ctx.log(f"{cfg.name}: summary copied to {copied}")
   report = next(iter(reports.values()))  # against the first reference
-  return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs}
+  return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs,
+          "nodes": nodes}
+
+
+def _progress_line(name: str, pending, left: float, done: int, member, in_process: bool) -> str:
+  """What is left, from the recorded cost of the finished members; with several members at
+  once, also how many run and wait, and the projected wall hours."""
+  line = (f"{name}: {len(pending)} member{'s' * (len(pending) > 1)} left, "
+          f"~{left / 3600:.1f} h of member work at the recorded cost of the finished ones "
+          f"(their method's mean where one finished, else the mean of all)")
+  if in_process:
+    return line
+  return (f"{line}; {member.queued} queued, {member.running} running, {done} done: "
+          f"~{left / member.at_once / 3600:.1f} h left at {member.at_once} at once")
 
 
 def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:

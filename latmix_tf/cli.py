@@ -9,13 +9,24 @@ damaged SavedModel, a folder that is a file or read-only, a full disk, a workdir
 another run) is one `error: ...` line on stderr and exit code 2, never a traceback. Anything
 else is a bug: one line says what the program was doing (the action and its last progress
 line), then the traceback follows.
+
+Interruptions: during a run, `--evaluate`, `--fetch_data` or `--drill`, SIGTERM (a scheduler, a
+session's end) and Ctrl-C raise `Interrupted` in the main thread. It unwinds through every
+`with` and `finally` like any exception - a building stage writes its record and clock, locks
+are released, checkpoints and bank chunks stay as the last completed write left them (the same
+states a SIGKILL drill resumes from) - and is reported as one line naming what was
+interrupted and saying that the same command resumes; exit code 128 + the signal (143 for
+SIGTERM, 130 for Ctrl-C), no traceback. `--serve` keeps its own handlers (drain on SIGTERM).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -26,6 +37,27 @@ from latmix_tf.data.integrity import ALLOW_ENV
 USER_ERRORS = (ValueError, FileNotFoundError, DataFormatError, DatasetNotFoundError, FetchError,
                workdir_lock.WorkdirLockedError)
 _DOING = {"what": "starting", "last": ""}  # for the one line before an internal traceback
+
+
+class Interrupted(BaseException):
+  """SIGTERM or SIGINT arrived during an action (a BaseException: no `except Exception` in the
+  library swallows it)."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> None:
+  del frame
+  raise Interrupted(signum)
+
+
+def handle_interrupts() -> None:
+  """SIGTERM and SIGINT raise `Interrupted` from now on (main thread only; a no-op else)."""
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
 
 
 def _error(message: str) -> None:
@@ -46,11 +78,26 @@ def tracked(log: Callable[[str], None]) -> Callable[[str], None]:
 
 
 def user_errors(fn):
-  """Expected errors -> `error: ...` and exit code 2; others -> a context line, then traceback."""
+  """Expected errors -> `error: ...` and exit code 2; others -> a context line, then traceback.
+  The action's signal handlers (`handle_interrupts`) are the caller's again once it returns."""
   @functools.wraps(fn)
   def wrapper(*args, **kwargs):
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+      return reported(*args, **kwargs)
+    finally:
+      for signum, handler in saved.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+  def reported(*args, **kwargs):
     try:
       return fn(*args, **kwargs)
+    except Interrupted as e:
+      name = "Ctrl-C (SIGINT)" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
+      _error(f"interrupted by {name} while {_DOING['what']}; what was finished is saved: run "
+             f"the same command again to resume.")
+      return 128 + e.signum
     except USER_ERRORS as e:
       _error(str(e))
       return 2
@@ -78,6 +125,7 @@ def _import_tensorflow() -> None:
 
 @user_errors
 def fetch(names: Sequence[str], data_dir: Optional[str], log: Callable[[str], None]) -> int:
+  handle_interrupts()
   from latmix_tf.data import fetch as fetch_data  # pylint: disable=import-outside-toplevel
   from latmix_tf.data import get_info, resolve_data_dir  # pylint: disable=import-outside-toplevel
   for name in names:
@@ -102,7 +150,8 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
                     workdir_root: str, export_root: str, rebuild: Sequence[str], methods,
                     seeds, strategy: str, log: Callable[[str], None], registry_dir: str,
                     load_registry: Callable[[], object], wait_for_lock: bool = False,
-                    allow_custom_data: bool = False, results_root: Optional[str] = None) -> int:
+                    allow_custom_data: bool = False, results_root: Optional[str] = None,
+                    **executor) -> int:
   """`main.py --experiment=NAME`: every check first, then `run_experiment`.
 
   Args:
@@ -112,15 +161,24 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
     wait_for_lock: wait for another run holding the workdir instead of exiting.
     allow_custom_data: accept (and record) data that is not the canonical release.
     results_root: where comparisons publish their summaries (`--results_dir`).
+    executor: `executor`, `ray_address`, `concurrent_members` (compare_*/ablation_*).
   """
+  handle_interrupts()
   doing(f"checking the command line of --experiment={name}")
   cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
+  cli_checks.check_data_dir(data_dir)
   check_rebuild(rebuild)
+  cli_checks.check_executor(name, **executor)
   names = cli_checks.NameCache(registry_dir)
   facts = names.read()
   if facts is not None:  # a stale cache is never trusted: the registry decides below
     cli_checks.check_experiment(name, facts)
     cli_checks.check_compare_flags(name, methods, seeds, facts)
+  # A run holding this workdir is reported now, not after TensorFlow's start-up (multi-worker
+  # runs are left to `acquire`: each worker locks a folder of its own).
+  if not wait_for_lock and strategy != "multi_worker":
+    workdir_lock.check_free(os.path.join(cli_checks.expand_path(workdir_root), name, scale,
+                                         f"seed_{seed}"))
   if allow_custom_data:
     os.environ[ALLOW_ENV] = "1"  # read by data.load_dataset, inherited by worker processes
   doing("importing TensorFlow and the experiment registry")
@@ -134,25 +192,36 @@ def main_experiment(name: str, scale: str, seed: int, data_dir: Optional[str],
     cli_checks.check_compare_flags(name, methods, seeds, names.read())
   return run_experiment(experiment, scale, seed, data_dir, workdir_root, export_root, rebuild,
                         methods, seeds, strategy, log, wait_for_lock=wait_for_lock,
-                        results_root=results_root)
+                        results_root=results_root, **executor)
 
 
 @user_errors
 def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], workdir_root: str,
                    export_root: str, rebuild: Sequence[str], methods, seeds, strategy: str,
                    log: Callable[[str], None], wait_for_lock: bool = False,
-                   results_root: Optional[str] = None) -> int:
+                   results_root: Optional[str] = None, executor: str = "sequential",
+                   ray_address: Optional[str] = None, concurrent_members: int = 0) -> int:
   """Configures and runs one registered experiment, holding its workdir's lock.
 
   `results_root` is where a comparison at quick or full scale copies its summary (the
-  repository's `results/`); None publishes nothing.
+  repository's `results/`); None publishes nothing. `executor`, `ray_address` and
+  `concurrent_members` say where a comparison's members run (`comparison.executors`).
   """
+  handle_interrupts()
   doing(f"checking the command line of --experiment={experiment.name}")
   seeds = cli_checks.check_run_flags(seed, seeds, workdir_root, export_root)
+  cli_checks.check_data_dir(data_dir)
+  workdir_root, export_root = map(cli_checks.expand_path, (workdir_root, export_root))
+  results_root = cli_checks.expand_path(results_root) if results_root else None
   from latmix_tf.runner import RunContext  # pylint: disable=import-outside-toplevel
   check_rebuild(rebuild)
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel
   cfg = experiment.get_config(scale=scale, seed=seed, data_dir=data_dir)
+  cli_checks.check_executor(experiment.name, executor, ray_address, concurrent_members)
+  if executor != "sequential":
+    from latmix_tf.comparison.executors import ExecutorConfig  # pylint: disable=import-outside-toplevel
+    cfg = dataclasses.replace(cfg, executor=ExecutorConfig(executor, ray_address or None,
+                                                           concurrent_members))
   if methods and getattr(cfg, "valid_methods", None):  # this family's names, before any folder
     cli_checks.check_choices(methods, cfg.valid_methods, "--methods")
   workdir = os.path.join(os.path.abspath(workdir_root), experiment.name, scale, f"seed_{seed}")
@@ -172,7 +241,9 @@ def run_experiment(experiment, scale: str, seed: int, data_dir: Optional[str], w
                    seeds=seeds, root=os.path.abspath(workdir_root),
                    results_root=os.path.abspath(results_root) if results_root else None)
   doing(f"locking {workdir}")
-  with workdir_lock.hold(workdir, wait=None if wait_for_lock else 0.0, log=log):
+  # Stage and export locks (workdir_lock.default_wait) follow --wait_for_lock too.
+  with workdir_lock.waiting(wait_for_lock), workdir_lock.hold(
+      workdir, wait=None if wait_for_lock else 0.0, log=log):
     t0 = time.time()
     doing(f"running {experiment.name} [{scale}, seed {seed}] in {workdir}")
     log(f"{experiment.name} [{scale}, seed {seed}] -> {workdir}")
@@ -190,8 +261,12 @@ def evaluate(export_dir: str, dataset: Optional[str], data_dir: Optional[str],
   A SavedModel that recorded probe logits at export must reproduce them, so a damaged one
   is one error line, never a traceback or silently wrong numbers.
   """
+  handle_interrupts()
   doing(f"checking --evaluate={export_dir}")
-  cli_checks.check_writable_dir(workdir_root, "--workdir")
+  cli_checks.check_encodable(export_dir, "--evaluate")
+  workdir_root = cli_checks.check_writable_dir(workdir_root, "--workdir")
+  cli_checks.check_data_dir(data_dir)
+  export_dir = cli_checks.expand_path(export_dir)
   if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
     raise FileNotFoundError(
         f"No SavedModel at {export_dir!r} (no saved_model.pb). Export one with an experiment "
@@ -240,8 +315,10 @@ def drill(name: str, scale: str, seed: int, workdir_root: str, data_dir: Optiona
           kill_seed: int = 0) -> int:
   """`main.py --drill=NAME`: kill a run in every stage, resume it, compare with a clean run."""
   from latmix_tf import drill as fault_drill  # pylint: disable=import-outside-toplevel
+  handle_interrupts()
   doing(f"checking the command line of --drill={name}")
   cli_checks.check_seed(seed)
+  cli_checks.check_data_dir(data_dir)
   root = cli_checks.check_writable_dir(workdir_root, "--workdir")
   facts = cli_checks.NameCache(registry_dir).read() if registry_dir else None
   if facts is not None:
@@ -260,6 +337,7 @@ def serve(model_paths: Optional[Sequence[str]], log: Callable[[str], None],
   `limits` are `serving.ServerConfig` fields (host, port, max_body_bytes, ...). Returns
   serve's exit code: 1 when requests were still running at the drain deadline.
   """
+  cli_checks.check_serve_limits(limits)  # before the server and TensorFlow are imported
   from latmix_tf import serving  # pylint: disable=import-outside-toplevel
   if not model_paths and not model_config_file:
     raise ValueError("--serve needs --model_base_path=[NAME=]PATH[,...] or --model_config_file.")

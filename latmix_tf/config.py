@@ -275,3 +275,26 @@ class LatentMixupConfig:
   generator: GeneratorConfig = GeneratorConfig()
   inversion: InversionConfig = InversionConfig()
   input_mixup_alpha: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OnManifoldATConfig:
+  """On-manifold adversarial training (Stutz, Hein & Schiele 2019): latent/on_manifold.py.
+
+  Attributes: eta, the L∞ radius of the latent perturbation δ in latent units (0: train on
+  G(z)); steps k and step_size (None: 2.5 η / k) of its PGD, from a uniform random_start;
+  clean_weight, the loss share of the clean real batch; input_adversarial, an
+  `AdversarialConfig` for the paper's combination with input-space adversarial training
+  (None: off), whose rows get input_weight of the loss; generator and inversion as for
+  Latent-Mixup (the same stages).
+  """
+  name: str = "on_manifold_at"
+  eta: float = 0.3
+  steps: int = 7
+  step_size: Optional[float] = None
+  random_start: bool = True
+  clean_weight: float = 0.0
+  input_adversarial: Any = None
+  input_weight: float = 0.5
+  generator: GeneratorConfig = GeneratorConfig()
+  inversion: InversionConfig = InversionConfig()

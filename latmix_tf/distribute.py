@@ -37,8 +37,8 @@ _WORKER_TEMP = "workertemp_"
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """Maps `--strategy` to a strategy (auto: mirrored when more than one GPU is visible).
 
-  `multi_worker` reads the cluster from the `TF_CONFIG` environment variable (see README,
-  "Scaling out"); it must be created before any other TensorFlow operation runs.
+  `multi_worker` reads the cluster from the `TF_CONFIG` environment variable (see
+  docs/scaling.md); it must be created before any other TensorFlow operation runs.
   """
   if name == "auto":
     name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
@@ -49,7 +49,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
       raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                       "(cluster and this task); see README 'Scaling out'.")
+                       "(cluster and this task); see docs/scaling.md.")
     return tf.distribute.MultiWorkerMirroredStrategy()
   raise ValueError(f"Unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}.")
 

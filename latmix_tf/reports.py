@@ -1,8 +1,14 @@
 """Per-run reports: training curves, prediction grid, confusion matrix, `report.md`.
 
 Figures are `matplotlib.figure.Figure`s on the Agg canvas (no pyplot state), written by the
-one figure writer `latmix_tf.plotting.save_figure`; nothing is shown. The report lists every
-metric of `metrics.json` and links the PNGs that the evaluation wrote.
+one figure writer `latmix_tf.plotting.save_figure`; nothing is shown.
+
+Why `report.md` is laid out as it is: a reader opens it to learn how good the classifier is,
+not to scan ~110 metric keys. It opens with one summary table in words (clean accuracy,
+AutoAttack, mCA, blur area, rho_adv, ECE, the latent bank's PSNR, the run's cost, the sanity
+checks), then one section per subject (robustness, corruptions, calibration, the generator
+and its mixes, training) with that subject's figures, and ends with every key of
+`metrics.json`, so nothing is hidden. `report.html` is rendered from it.
 """
 
 from __future__ import annotations
@@ -80,21 +86,107 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str)
   return save_figure(fig, path)
 
 
+def _pct(v: float) -> str:
+  return f"{100 * v:.2f}%"
+
+
+def _budgets(metrics: Dict) -> List[str]:
+  """AutoAttack budgets ("Linf@0.1", ...) in the metrics, in ε order per norm."""
+  found = {k.split("/")[1] for k in metrics
+           if k.startswith("autoattack/") and k.endswith("/robust_accuracy")}
+  return sorted(found, key=lambda b: (b.split("@")[0], float(b.split("@")[1])))
+
+
+def summary_rows(metrics: Dict, notes: Sequence[str] = ()) -> List[tuple]:
+  """(what, value) rows of the report's opening table; absent metrics say why."""
+  m, rows = metrics, []
+  def row(label, key, fmt, missing):
+    rows.append((label, fmt(m[key]) if isinstance(m.get(key), (int, float)) else missing))
+  n = m.get("test/samples")
+  row(f"Clean accuracy (test set{f', {n} images' if n else ''})", "test/accuracy", _pct,
+      "not evaluated")
+  budgets = _budgets(m)
+  aa_n = m.get("autoattack/samples")
+  def budget(b):
+    norm, eps = b.split("@")
+    return f"{'L∞' if norm == 'Linf' else norm} ε = {float(eps):.4g}"
+  rows.append((f"AutoAttack robust accuracy{f' ({aa_n} images)' if aa_n else ''}",
+               ", ".join(f"{_pct(m[f'autoattack/{b}/robust_accuracy'])} at {budget(b)}"
+                         for b in budgets) or "not run"))
+  row("Mean corruption accuracy (mCA)", "corruption/mca", _pct, "not run")
+  row("Blur area (mean accuracy over the Gaussian-blur sweep)", "blur/area", _pct, "not run")
+  row("ρ_adv (DeepFool, mean ‖r‖₂ / ‖x‖₂)", "deepfool/rho_adv", lambda v: f"{v:.4f}", "not run")
+  ece = m.get("calibration/ece")
+  ts = m.get("calibration/ece_ts")
+  rows.append(("Expected calibration error (ECE, 15 bins)",
+               "not run" if not isinstance(ece, float) else f"{ece:.4f}" + (
+                   f" ({ts:.4f} after temperature scaling)" if isinstance(ts, float) else "")))
+  row("Latent bank PSNR (mean over the inverted training images)", "bank/mean_psnr",
+      lambda v: f"{v:.2f} dB", "no latent bank in this method")
+  stage_s = {k.split("/")[1]: v for k, v in m.items()
+             if k.startswith("stage/") and k.endswith("/seconds") and isinstance(v, (int, float))}
+  rows.append(("Run cost (stage work, wall)", (
+      f"{sum(stage_s.values()) / 60:.1f} min: " +
+      ", ".join(f"{k} {v:.0f} s" for k, v in stage_s.items())) if stage_s else "not recorded"))
+  failed = [n.split("`")[1] for n in notes if "**FAILED**" in n and "`" in n]
+  ran = [n for n in notes if n.startswith("sanity check ") and " skipped" not in n]
+  rows.append(("Sanity checks (Carlini et al. 2019)",
+               (f"**{len(failed)} FAILED**: " + ", ".join(failed)) if failed else
+               f"all {len(ran)} passed" if ran else "not run"))
+  return rows
+
+
+# Report sections after the summary: (heading, figure-name prefixes placed in it).
+SECTIONS = (
+    ("Robustness", ("attack_accuracy", "apgd_", "deepfool_")),
+    ("Corruptions and blur", ("corruption_", "blur_")),
+    ("Calibration", ("reliability_",)),
+    ("The generator and its mixes", ("latent_mixed", "samples", "reconstructions", "psnr_hist",
+                                     "interpolations", "epoch_")),
+    ("Training", ("training_curves", "predictions", "confusion_matrix")),
+)
+
+
+def _value(v) -> str:
+  return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def write_markdown(path: str, title: str, description: str, metrics: Dict[str, float],
                    figures: Sequence[str], notes: Optional[Sequence[str]] = None) -> str:
-  """Writes a report.md with a metrics table and the figures (paths relative to it)."""
-  base = os.path.dirname(path)
-  lines = [f"# {title}", "", description.strip(), "", "## Metrics", "", "| metric | value |",
-           "|---|---|"]
-  for k in sorted(metrics):
-    v = metrics[k]
-    lines.append(f"| `{k}` | {v:.4f} |" if isinstance(v, float) else f"| `{k}` | {v} |")
-  if notes:
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-  lines += ["", "## Figures", ""]
-  for fig in figures:
-    rel = os.path.relpath(fig, base)
-    lines += [f"![{os.path.basename(fig)}]({rel})", ""]
+  """Writes report.md (and report.html beside it): summary, sections, every metric.
+
+  Args:
+    path: the report.md to write.
+    title, description: its heading and opening paragraph.
+    metrics: flat metrics (every key appears in the closing table).
+    figures: PNG paths; each goes to the section whose figure prefixes match its name.
+    notes: lines about the run; "sanity check ..." lines go to the robustness section.
+  Returns:
+    `path`.
+  """
+  base, notes = os.path.dirname(path), list(notes or ())
+  lines = [f"# {title}", "", description.strip(), "", "## Summary", "", "| what | value |",
+           "|---|---|"] + [f"| {a} | {b} |" for a, b in summary_rows(metrics, notes)]
+  placed, checks = set(), [n for n in notes if n.startswith("sanity check ")]
+  for heading, prefixes in SECTIONS:
+    figs = [f for f in figures if os.path.basename(f).startswith(prefixes) and f not in placed]
+    if not figs and not (heading == "Robustness" and checks):
+      continue
+    lines += ["", f"## {heading}", ""]
+    if heading == "Robustness":
+      lines += [f"- {n}" for n in checks] + [""]
+    for fig in figs:
+      placed.add(fig)
+      lines += [f"![{os.path.basename(fig)}]({os.path.relpath(fig, base)})", ""]
+  rest = [f for f in figures if f not in placed]
+  if rest:
+    lines += ["", "## Other figures", ""]
+    lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, base)})\n" for f in rest]
+  other = [n for n in notes if n not in checks]
+  if other:
+    lines += ["", "## Run", ""] + [f"- {n}" for n in other]
+  lines += ["", "## All metrics", "", "| metric | value |", "|---|---|"]
+  lines += [f"| `{k}` | {_value(metrics[k])} |" for k in sorted(metrics)]
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   html_report.write_html(path)  # report.html beside it: figures inlined, opens offline

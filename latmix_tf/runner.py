@@ -13,6 +13,9 @@ Every classifier experiment (any method) goes through this one function:
   4. the report (`report.md`, figures) and `metrics.json` are rewritten from the records.
 Stage directories: `<workdir>/classifier/` (checkpoints, history, TensorBoard) and
 `<workdir>/evaluation/`; see `latmix_tf.stages` for the record every stage writes.
+The chief holds the export folder's lock (`workdir_lock`, beside it) from the first stage to
+the last metadata update: two runs with different workdirs but one `--export_dir` must not
+overwrite each other's SavedModel, nor evaluate the other's.
 
 Several workers (`MultiWorkerMirroredStrategy`): all train; only the chief touches `workdir`
 and `export_dir`, exports, evaluates and writes the report, and the others return the
@@ -23,6 +26,7 @@ trained it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -32,7 +36,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from latmix_tf import distribute, export, reports, stages
+from latmix_tf import distribute, export, reports, stages, workdir_lock
 from latmix_tf.config import ExperimentConfig, config_hash, to_dict
 from latmix_tf.data import get_info, load_dataset, make_splits
 from latmix_tf.data.pipeline import Splits
@@ -136,7 +140,16 @@ def classifier_stage(cfg: ExperimentConfig, method: Method, splits: Splits, dire
       raise stages.StageDamaged(reason)
     return None
 
-  return stages.run_stage(stage, build, load, rebuild=rebuild, log=log, strategy=strategy)
+  with export_lock(export_dir, strategy, log):
+    return stages.run_stage(stage, build, load, rebuild=rebuild, log=log, strategy=strategy)
+
+
+def export_lock(export_dir: str, strategy, log: Callable[[str], None]):
+  """The chief's lock on a SavedModel folder (re-entrant; waits under --wait_for_lock)."""
+  if not distribute.is_chief(strategy):
+    return contextlib.nullcontext()
+  return workdir_lock.hold(export_dir, wait=workdir_lock.default_wait(), log=log,
+                           flag="--export_dir")
 
 
 def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
@@ -162,6 +175,13 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str, export_dir: str,
   Returns:
     The metrics dict (also written to `<workdir>/metrics.json`).
   """
+  with export_lock(export_dir, strategy or tf.distribute.get_strategy(), log):
+    return _train_and_evaluate(cfg, workdir, export_dir, log, strategy, splits, rebuild,
+                               reference_network, stage_index)
+
+
+def _train_and_evaluate(cfg, workdir, export_dir, log, strategy, splits, rebuild,
+                        reference_network, stage_index) -> Dict:
   rebuild = stages.downstream(rebuild)
   if splits is None:
     splits = make_splits(load_dataset(cfg.data.name, cfg.data.data_dir, log=log), cfg.data)

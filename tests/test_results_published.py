@@ -1,11 +1,14 @@
-"""The README's answer is the published summaries' answer.
+"""The README's and the docs' numbers are the published summaries' numbers.
 
-Why: the README opens with tables copied from `results/`, and the comparisons that feed
-`results/` keep running (and rewriting it) for days. A copied number that no longer matches
-the summary in git is the worst kind of error in a research artifact: it looks like evidence.
-So every table row the README quotes under a heading that names `results/NAME.*` must be a
-line of `results/NAME.md`, and every `results/...` or `benchmarks/results/...` file the README
-names must exist.
+Why: README.md and docs/*.md quote tables copied from `results/`, and the comparisons that
+feed `results/` keep running (and rewriting it) for days. A copied number that no longer
+matches the summary in git is the worst kind of error in a research artifact: it looks like
+evidence. So, in README.md and every docs/*.md page:
+- every table row quoted under a heading that names `results/NAME.*` (or
+  `benchmarks/results/NAME.md`) must be a line of that file;
+- every table that quotes a result (a cell with ±, % or a number with two decimals) must sit
+  under such a heading, so that nothing escapes the first check;
+- every `results/...` or `benchmarks/results/...` file named must exist.
 """
 
 import csv
@@ -14,28 +17,33 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMED = re.compile(r"`results/([A-Za-z0-9_]+)\.\*`")
+NAMED = re.compile(r"`((?:benchmarks/)?results/[A-Za-z0-9_]+)\.(?:\*|md)`")
 PATH = re.compile(r"(?<![\w/])(?:benchmarks/)?results/[A-Za-z0-9_./*]+")
+RESULT_CELL = re.compile(r"±|%|\d\.\d\d")
 
 
-def _readme():
-  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-    return f.read().splitlines()
+def _pages():
+  """{path relative to the repository: lines} for README.md and docs/*.md."""
+  paths = ["README.md"] + sorted(os.path.relpath(p, ROOT)
+                                 for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+  out = {}
+  for rel in paths:
+    with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+      out[rel] = f.read().splitlines()
+  return out
 
 
 def _sections(lines):
-  """[(heading, body lines)] for every markdown heading."""
-  out, heading, body, fenced = [], None, [], False
+  """[(heading, body lines)] for every markdown heading (and the text before the first)."""
+  out, heading, body, fenced = [], "(top)", [], False
   for line in lines:
     fenced ^= line.startswith("```")
     if not fenced and line.startswith("#"):
-      if heading is not None:
-        out.append((heading, body))
+      out.append((heading, body))
       heading, body = line, []
-    elif heading is not None:
+    else:
       body.append(line)
-  if heading is not None:
-    out.append((heading, body))
+  out.append((heading, body))
   return out
 
 
@@ -52,35 +60,42 @@ def _data_rows(body):
 
 
 def test_every_quoted_row_is_in_its_published_summary():
-  checked = 0
-  for heading, body in _sections(_readme()):
-    names = NAMED.findall(heading)
-    if not names:
-      continue
-    published = set()
-    for name in names:
-      md = os.path.join(ROOT, "results", f"{name}.md")
-      assert os.path.isfile(md), f"README heading {heading!r} names a missing {md}"
-      with open(md, encoding="utf-8") as f:
-        published |= {line.rstrip() for line in f}
-    rows = _data_rows(body)
-    assert rows, f"README section {heading!r} names results but quotes no table"
-    stale = [r for r in rows if r not in published]
-    assert not stale, (f"README section {heading!r} quotes rows that are not in "
-                       f"{', '.join(names)}.md (copy them again from the summary):\n"
-                       + "\n".join(stale))
-    checked += len(rows)
-  assert checked >= 20  # the answer's tables are under such headings, not elsewhere
+  checked = {}
+  for page, lines in _pages().items():
+    for heading, body in _sections(lines):
+      rows = _data_rows(body)
+      names = NAMED.findall(heading)
+      if not names:
+        quoting = [r for r in rows if RESULT_CELL.search(r)]
+        assert not quoting, (f"{page}, section {heading!r}: a table quotes results, but the "
+                             f"heading names no `results/NAME.*` it is checked against:\n"
+                             + "\n".join(quoting[:3]))
+        continue
+      published = set()
+      for name in names:
+        md = os.path.join(ROOT, f"{name}.md")
+        assert os.path.isfile(md), f"{page}: heading {heading!r} names a missing {md}"
+        with open(md, encoding="utf-8") as f:
+          published |= {line.rstrip() for line in f}
+      assert rows, f"{page}: section {heading!r} names results but quotes no table"
+      stale = [r for r in rows if r not in published]
+      assert not stale, (f"{page}: section {heading!r} quotes rows that are not in "
+                         f"{', '.join(names)}.md (copy them again from the summary):\n"
+                         + "\n".join(stale))
+      checked[page] = checked.get(page, 0) + len(rows)
+  # The answer's tables are in the README and the full tables in docs/results.md.
+  assert checked.get("README.md", 0) >= 18 and checked.get("docs/results.md", 0) >= 60, checked
 
 
-def test_every_results_path_the_readme_names_exists():
+def test_every_results_path_the_docs_name_exists():
   missing = []
-  for line in _readme():
-    for path in PATH.findall(line):
-      path = path.rstrip(".")
-      if not glob.glob(os.path.join(ROOT, path)):
-        missing.append(path)
-  assert not missing, f"README names results that are not in the repository: {missing}"
+  for page, lines in _pages().items():
+    for line in lines:
+      for path in PATH.findall(line):
+        path = path.rstrip(".")
+        if not glob.glob(os.path.join(ROOT, path)):
+          missing.append((page, path))
+  assert not missing, f"README or docs name results that are not in the repository: {missing}"
 
 
 def test_published_summaries_come_in_threes():

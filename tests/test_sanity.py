@@ -1,11 +1,12 @@
 """Carlini et al. 2019 sanity checks: each passes on a sound evaluation and fails on the
-constructed symptom it exists to catch; the two model measurements on known models."""
+constructed symptom it exists to catch; the model measurements on known models."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf.evaluation import sanity
+from latmix_tf.config import EvalConfig
+from latmix_tf.evaluation import deepfool, sanity
 
 TOL = 0.01
 
@@ -41,7 +42,10 @@ def test_black_box_not_stronger_reads_the_cumulative_accuracies():
 
 
 def test_deepfool_gradient_and_loss_checks():
-  assert sanity.deepfool_full_success(1.0).passed and not sanity.deepfool_full_success(0.99).passed
+  assert sanity.deepfool_flips_every_image(1000, 1, 0, 50, 500).passed
+  assert "all 16 flipped within 10" in sanity.deepfool_flips_every_image(16, 0, 0, 10, 0).detail
+  bad = sanity.deepfool_flips_every_image(1000, 3, 2, 50, 500)
+  assert bad.passed is False and bad.value == pytest.approx(0.002)
   assert sanity.gradients_nonzero(np.array([0.1, 2.0, 0.3]), TOL).passed
   assert not sanity.gradients_nonzero(np.array([0.0, 2.0, 0.3]), TOL).passed
   assert sanity.apgd_loss_increases([0.1, 0.5, 0.9]).passed
@@ -50,13 +54,14 @@ def test_deepfool_gradient_and_loss_checks():
 
 
 def test_metrics_records_and_report_lines():
-  checks = [sanity.deepfool_full_success(0.5), sanity.apgd_loss_increases([0.0, 1.0]),
+  checks = [sanity.deepfool_flips_every_image(10, 5, 5, 50, 500),
+            sanity.apgd_loss_increases([0.0, 1.0]),
             sanity.apgd_loss_increases([])]
-  assert sanity.as_metrics(checks) == {"sanity/deepfool_full_success": 0.0,
+  assert sanity.as_metrics(checks) == {"sanity/deepfool_flips_every_image": 0.0,
                                        "sanity/apgd_loss_increases": 1.0, "sanity/failed": 1.0}
   lines = sanity.report_lines(checks)
   assert "**FAILED**" in lines[0] and "deepfool" in lines[0] and "skipped" in lines[2]
-  assert sanity.as_records(checks)[0]["name"] == "deepfool_full_success"
+  assert sanity.as_records(checks)[0]["name"] == "deepfool_flips_every_image"
 
 
 def _linear(num_classes=3, dim=12, seed=0):
@@ -88,3 +93,41 @@ def test_unbounded_pgd_reaches_zero_accuracy_on_a_linear_model():
   y = np.argmax(lf(tf.constant(x)).numpy(), 1)  # all correct to begin with
   acc = sanity.unbounded_accuracy(lf, x, y, 3, steps=20)
   assert acc <= 1 / 3 and sanity.unbounded_at_chance(acc, 3, TOL).passed
+
+
+def _wavy(num_classes=3, dim=12, seed=0):
+  """A smooth non-linear model: DeepFool's linearisation needs several steps to cross."""
+  rng = np.random.default_rng(seed)
+  w = tf.constant(rng.normal(size=(dim, num_classes)), tf.float32)
+  v = tf.constant(3 * rng.normal(size=(dim, num_classes)), tf.float32)
+  def lf(x):
+    flat = tf.reshape(x, [tf.shape(x)[0], -1])
+    return tf.matmul(flat, w) + tf.matmul(tf.sin(6 * flat), v)
+  return lf
+
+
+def test_deepfool_check_passes_a_correct_attack_stopped_by_its_iteration_limit():
+  """An image DeepFool has not flipped when its iterations run out is not a failure (the old
+  check, fooling rate = 1, flagged exactly this): continued, a correct DeepFool flips it."""
+  x = np.random.default_rng(0).uniform(0.2, 0.8, (64, 2, 2, 3)).astype(np.float32)
+  cfg = EvalConfig(deepfool_max_iter=1, deepfool_candidates=3)
+  lf = _wavy()
+  result = deepfool.run_deepfool(lf, x, 3, 3, cfg.deepfool_overshoot, cfg.deepfool_max_iter)
+  assert 0 < np.sum(~result.flipped) < len(x)  # the iteration limit left some unflipped
+  counts = sanity.continue_deepfool(lf, result, 3, cfg)
+  assert counts["unflipped_at_budget"] == np.sum(~result.flipped)
+  assert counts["continued_iter"] == sanity.DEEPFOOL_CONTINUE_FACTOR
+  check = sanity.deepfool_flips_every_image(**counts)
+  assert check.passed is True and check.value == 0.0
+
+
+def test_deepfool_check_fails_where_no_amount_of_deepfool_flips():
+  """A model whose input gradient is zero (a masked one) never moves DeepFool: FAILED."""
+  x = np.random.default_rng(1).uniform(0.2, 0.8, (8, 2, 2, 3)).astype(np.float32)
+  lf = _linear()
+  masked = lambda z: lf(z + tf.stop_gradient(tf.round(z) - z)) * 0 + tf.stop_gradient(lf(z))
+  cfg = EvalConfig(deepfool_max_iter=2, deepfool_candidates=3)
+  result = deepfool.run_deepfool(masked, x, 3, 3, cfg.deepfool_overshoot, cfg.deepfool_max_iter)
+  check = sanity.deepfool_flips_every_image(**sanity.continue_deepfool(masked, result, 3, cfg))
+  assert check.passed is False and check.value == 1.0
+  assert "8 of 8 unflipped after 2 iterations, 8 still unflipped after 20 more" in check.detail

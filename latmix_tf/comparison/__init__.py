@@ -16,6 +16,7 @@ the reference method (ERM). The conclusion is worded only as strongly as that te
   report.py    results.csv, results.json, report.md
   costs.py     what each member cost (wall / CPU seconds, CPU model), from its stage records
   publish.py   the summary copied into the repository's results/ folder
+  executors.py where members run: one after another here, or as Ray tasks (docs/scaling.md)
 """
 
 from latmix_tf.comparison.metrics import (METHOD_LABELS, headline_metrics, label, metric_label,

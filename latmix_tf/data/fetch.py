@@ -113,7 +113,7 @@ def fetch(names: Iterable[str], data_dir: str | None = None,
       if not sources.network_available():
         raise FetchError(
             "cifar10 is in no package registry and no network is reachable: place "
-            f"cifar-10-python.tar.gz in {target}/ (see README).")
+            f"cifar-10-python.tar.gz in {target}/ (see docs/cifar10.md).")
       sources._read_tfds(info, data_dir)  # pylint: disable=protected-access
       log(f"cifar10: prepared by tensorflow-datasets under {data_dir}/tfds")
       continue

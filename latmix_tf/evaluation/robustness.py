@@ -275,7 +275,7 @@ def evaluate_saved_model(export_dir: str, x_test_uint8: np.ndarray, y_test_int: 
 
   t = time.time()
   checks = sanity.evaluation_checks(lf, x, y, num_classes, cfg, metrics, curves, aa,
-                                     apgd_curve)
+                                     apgd_curve, deepfool_result=df)
   metrics.update(sanity.as_metrics(checks))
   for line in sanity.report_lines(checks):
     if "FAILED" in line:

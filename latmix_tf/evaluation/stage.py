@@ -5,17 +5,30 @@ far more often than models are retrained. Keyed by the SavedModel's fingerprint,
 evaluation config and the data it is scored on - never by the training config - a changed
 `EvalConfig` re-evaluates every existing model without retraining it, and an unchanged one
 costs nothing on a rerun.
+
+A cached evaluation is reused only after `check_cached` (as the classifier stage checks its
+SavedModel): the record must list the metrics every report reads (`REQUIRED_METRICS`), and
+`evaluation.json` must parse and hold the same metrics. A record emptied by hand or by a
+faulty copy, or a truncated `evaluation.json`, is evaluated again, with a line saying why:
+reusing it would silently drop metrics from `metrics.json` on every later run.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+import math
+import os
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
 from latmix_tf import export, stages
 from latmix_tf.config import EvalConfig, config_hash
 from latmix_tf.data.sources import array_fingerprint
+from latmix_tf.jsonio import read_json
+
+EVALUATION_FILE = "evaluation.json"  # = robustness.EVALUATION_FILE, without importing it here
+# What every evaluation reports and every consumer (report, comparison, README tables) reads.
+REQUIRED_METRICS = ("test/accuracy", "blur/area", "deepfool/rho_adv", "calibration/ece")
 
 
 def evaluation_key(export_dir: str, cfg: EvalConfig, x_test: np.ndarray, y_test: np.ndarray,
@@ -27,6 +40,37 @@ def evaluation_key(export_dir: str, cfg: EvalConfig, x_test: np.ndarray, y_test:
   if x_val is not None:
     key["val_data"] = array_fingerprint(x_val, y_val)
   return key
+
+
+def _numeric(metrics: Dict[str, Any]) -> Dict[str, Any]:
+  return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _same(a: Any, b: Any) -> bool:
+  return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
+                    and math.isnan(b))
+
+
+def check_cached(directory: str, record: Dict[str, Any]) -> Dict[str, Any]:
+  """The cached metrics of a finished evaluation record, if its files still back them.
+
+  Raises:
+    stages.StageDamaged: the record lacks required metrics, or `evaluation.json` is missing,
+      unreadable or holds other metrics than the record.
+  """
+  outputs = record.get("outputs")
+  if not isinstance(outputs, dict):
+    raise stages.StageDamaged("its record holds no metrics")
+  missing = [k for k in REQUIRED_METRICS if k not in outputs]
+  if missing:
+    raise stages.StageDamaged(f"its record lacks {', '.join(missing)} ({len(outputs)} metrics)")
+  saved = read_json(os.path.join(directory, EVALUATION_FILE))
+  if not isinstance(saved, dict) or not isinstance(saved.get("metrics"), dict):
+    raise stages.StageDamaged(f"{EVALUATION_FILE} is missing, truncated or unreadable")
+  written = _numeric(saved["metrics"])
+  if written.keys() != outputs.keys() or not all(_same(written[k], outputs[k]) for k in written):
+    raise stages.StageDamaged(f"{EVALUATION_FILE} holds other metrics than the stage record")
+  return outputs
 
 
 def evaluation_stage(export_dir: str, x_test: np.ndarray, y_test: np.ndarray, cfg: EvalConfig,
@@ -55,8 +99,9 @@ def evaluation_stage(export_dir: str, x_test: np.ndarray, y_test: np.ndarray, cf
     del resumed
     metrics = evaluate_saved_model(export_dir, x_test, y_test, cfg, directory, log=log,
                                    x_val=x_val, y_val=y_val, cache_dir=cache_dir)
-    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    metrics = _numeric(metrics)
     return metrics, metrics
 
   return stages.run_stage(stages.Stage("evaluation", directory, key), build,
-                          lambda record: record["outputs"], rebuild=rebuild, log=log)
+                          lambda record: check_cached(directory, record), rebuild=rebuild,
+                          log=log)

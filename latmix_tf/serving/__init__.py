@@ -17,11 +17,14 @@ REST dialect on the same SavedModels (made by `latmix_tf.export.export_classifie
 
 Images are float32 [H, W, C] in [0, 1] (28x28x1 for (Fashion-)MNIST, 32x32x3 for CIFAR-10).
 Without `/versions/V` the highest version answers. Errors answer {"error": "..."} with 400
-(bad JSON, shapes, dtypes, signatures, nesting deeper than 32, a version over 18 digits),
-404 (unknown model, version, label or route), 405 (wrong HTTP method), 408 (request not
-received within `request_timeout_s`), 411/413 (no length / body over `max_body_bytes`, more
-than `max_batch_size` instances), 503 + Retry-After (queue, connections or large-request
-slot full), and the server keeps serving. Every limit is a `ServerConfig` field.
+(bad JSON, shapes, dtypes, signatures, nesting deeper than 32, a version over 18 digits, an
+instance larger than the signature's shape, a Content-Length that is not ASCII digits or
+that conflicts with another), 404 (unknown model, version, label or route; it names what
+was asked for, at most 64 characters, and never lists what is served), 405 (wrong HTTP
+method), 408 (request not received within `request_timeout_s`), 411/413 (no length / body
+over `max_body_bytes`, more than `max_batch_size` instances), 503 + Retry-After (queue,
+connections in all or from one address, or large-request slot full), and the server keeps
+serving. Every limit is a `ServerConfig` field; docs/serving.md describes each.
 
 Models and versions. `models` maps a name to a base path in one of three layouts:
 TF Serving's `DIR/<version>/saved_model.pb`; our `saved_models/<experiment>/` with

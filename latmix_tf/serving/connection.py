@@ -7,19 +7,43 @@ fully received in time gets 408 and the connection closes. Between requests a ke
 connection may idle for `idle_timeout_s`. Requests and answers keep TF Serving's JSON
 shape, protocol errors included; a predict is computed on the server's worker pool, every
 other route on this thread.
+
+Framing is strict, because a proxy in front (the authentication the server lacks) must
+frame requests exactly as we do: Content-Length is ASCII digits only (`str.isdigit` also
+accepts '²' and '٣'), several Content-Length values that differ are a 400 that closes the
+connection (RFC 9112 6.3; else the rest of a body would run as a smuggled request), and
+HTTP/0.9 or an unknown version is answered with a status line all the same. Every answer,
+protocol errors included, is counted in /metrics; model labels there are served names
+only, so a client cannot grow /metrics with made-up names.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
 from typing import Optional
 
-from latmix_tf.serving import metrics
-from latmix_tf.serving.repository import ServingError
+from latmix_tf.serving import memory, metrics
+from latmix_tf.serving.repository import ServingError, clip
 from latmix_tf.serving.rest import METRICS_PATHS, encode_json, parse_route
+
+_LENGTH = re.compile(r"[0-9]{1,15}", re.ASCII)
+API_LABELS = ("predict", "metadata", "status", "classify", "regress")  # else "other"
+
+
+def content_length(values) -> int:
+  """The body length from the Content-Length header values; ServingError(400) unless every
+  value (comma lists included) is the same run of 1-15 ASCII digits."""
+  found = {v.strip() for value in values for v in value.split(",")}
+  if len(found) > 1:
+    raise ServingError(400, "Conflicting Content-Length values; send exactly one")
+  length = found.pop() if found else "0"
+  if not _LENGTH.fullmatch(length):
+    raise ServingError(400, f"Invalid Content-Length: {length[:40]!r} (ASCII digits only)")
+  return int(length)
 
 
 class _Expired(Exception):
@@ -65,6 +89,7 @@ class Handler(BaseHTTPRequestHandler):
   server_version = "latmix-serving"
   disable_nagle_algorithm = True  # else the body waits ~40 ms for the client's delayed ACK
   deadline: Optional[float] = None
+  _counted = False
 
   def setup(self):
     super().setup()
@@ -77,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
     self.server.track(self, busy=True)
 
   def handle_one_request(self):
-    self.deadline, self._replied = None, False
+    self.deadline, self._replied, self._counted = None, False, False
     self._admitted, self._holds_large = None, False
     # parse_request sets these; an answer (408) may be due before it ran.
     self.command, self.request_version, self.requestline = None, "HTTP/1.1", ""
@@ -103,6 +128,7 @@ class Handler(BaseHTTPRequestHandler):
       if e.started and not self._replied:
         self._send(408, {"error": f"Request not received within the deadline of "
                                   f"{self.server.config.request_timeout_s:g} s"})
+        self._count("", "protocol", 408)
     except OSError:
       self.close_connection = True
     finally:
@@ -113,10 +139,31 @@ class Handler(BaseHTTPRequestHandler):
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     pass  # no access log: /metrics counts requests, errors that matter are logged
 
+  def parse_request(self):
+    """http.server's parsing, less HTTP/0.9 (a bare `GET /` would be answered without a
+    status line, which no HTTP/1.x client can read)."""
+    if not super().parse_request():
+      return False
+    if self.request_version == "HTTP/0.9":
+      self.send_error(400, "Bad request line: HTTP/0.9 is not supported; send HTTP/1.1")
+      return False
+    return True
+
   def send_error(self, code, message=None, explain=None):
-    """Protocol errors (bad request line, unknown HTTP verb) also get TF Serving's JSON body."""
+    """Protocol errors (bad request line, unknown HTTP verb) also get TF Serving's JSON body,
+    after a status line whatever version the client named, and are counted in /metrics."""
     self.close_connection = True
-    self._send(code, {"error": message or f"HTTP {code}"})
+    if not re.fullmatch(r"HTTP/1\.[01]", self.request_version or ""):
+      self.request_version = "HTTP/1.1"  # http.server writes no status line for HTTP/0.9
+    self._send(code, {"error": clip(message or f"HTTP {code}", 200)})
+    self._count("", "protocol", code)
+
+  def _count(self, model: str, api: str, status: int, start: Optional[float] = None):
+    """Records one answer in /metrics (once per request)."""
+    if not self._counted:
+      self._counted = True
+      begun = start if start is not None else (self.started_at or time.monotonic())
+      self.server.app.metrics.observe(model, api, status, time.monotonic() - begun)
 
   def do_GET(self):
     self._dispatch("GET")
@@ -137,6 +184,7 @@ class Handler(BaseHTTPRequestHandler):
     except ServingError as e:
       self.close_connection = True
       self._send(e.status, {"error": e.message}, e.retry_after)
+      self._count("", "protocol", e.status)
       return False
     return super().handle_expect_100()
 
@@ -146,10 +194,7 @@ class Handler(BaseHTTPRequestHandler):
       return self._admitted
     if self.headers.get("Transfer-Encoding"):
       raise ServingError(411, "Transfer-Encoding is not supported; send Content-Length")
-    length = (self.headers.get("Content-Length") or "0").strip()
-    if not length.isdigit() or len(length) > 15:
-      raise ServingError(400, f"Invalid Content-Length: {length[:40]!r}")
-    n = int(length)
+    n = content_length(self.headers.get_all("Content-Length") or [])
     config = self.server.config
     if n > config.max_body_bytes:
       raise ServingError(413, f"Request body of {n} bytes exceeds the server's limit of "
@@ -177,6 +222,9 @@ class Handler(BaseHTTPRequestHandler):
           model, api = route.name, (route.verb or "/status").lstrip(":/")
         except ServingError:
           pass
+        # Labels are bounded: an unknown model or verb is one value, not one per URL.
+        model = model if model in self.server.app.servables else ""
+        api = api if api in API_LABELS else "other"
       try:
         n = self._admit()
         body = bytearray(n)
@@ -201,19 +249,27 @@ class Handler(BaseHTTPRequestHandler):
       except Exception as e:  # pylint: disable=broad-except  (a bad request must not kill the server)
         self.server.log(f"serving: 500 on {method} {self.path[:200]}:\n{traceback.format_exc()}")
         status, answer = 500, {"error": f"Internal error: {type(e).__name__}: {e}"}
+      large, self._holds_large = self._holds_large, False
+      if large:  # free before answering: the client's next large request must find it free
+        self.server.large_slots.release()
       self._send(status, answer, retry)
       if self._admitted is None:
         self._discard()
+      if large:
+        answer = None  # the last reference to a large answer: free it, then return the pages
+        memory.trim()
     finally:
       if self._holds_large:
         self.server.large_slots.release()
-      self.server.app.metrics.observe(model, api, status, time.monotonic() - start)
+      self._count(model, api, status, start)
 
   def _discard(self, seconds: float = 2.0):
     """Reads and drops an unread body for a moment, so the client sees our refusal (closing a
     socket with unread input sends a reset that can destroy the answer in flight)."""
-    length = (self.headers.get("Content-Length") or "0").strip()
-    left = int(length) if length.isdigit() and len(length) <= 15 else 0
+    try:
+      left = content_length(self.headers.get_all("Content-Length") or [])
+    except ServingError:
+      left = 1 << 16  # framing unknown: drain a little, the connection closes anyway
     self.deadline = time.monotonic() + seconds
     try:
       while left > 0:
@@ -240,6 +296,8 @@ class Handler(BaseHTTPRequestHandler):
       self.send_header("Retry-After", str(retry_after))
     if self.close_connection:
       self.send_header("Connection", "close")
+    elif self.request_version == "HTTP/1.0":  # HTTP/1.0 closes unless keep-alive is echoed
+      self.send_header("Connection", "keep-alive")
     self.end_headers()
     self.wfile.write(data)
     self.wfile.flush()

@@ -1,275 +1,302 @@
-"""Decoding a predict body without letting one request own the process.
+"""Decoding a predict body with its work and memory bounded per element and per request.
 
-Why not `json.loads`: a 32 MB body of 10,000 images becomes ~8 million Python floats
-(~250 MB) in one C call that holds the GIL for seconds, so every other client waits and the
-server's memory grows eightfold. Here the body is checked and decoded piecewise:
+Why not `json.loads`: a 32 MB body becomes millions of Python objects in one C call that
+holds the GIL for seconds. Decoding a top-level array one element at a time is not enough
+either: `{"instances": [[[], [], ... 10 million ...]]}` is ONE element, and one
+`raw_decode` of it holds the GIL for seconds and builds ~1 GB of lists. So nothing here is
+decoded before its size is known and admitted:
 
-- `max_depth` scans the raw bytes with numpy (strings and escapes honoured) so a
-  5000-deep nesting is refused with a 400 before any recursive parser sees it;
-- `decode_request` walks the top-level object itself and decodes every top-level array one
-  element at a time (`json.JSONDecoder.raw_decode`, still C speed), turning each small group
-  of elements into a numpy array at once. Peak memory is the body text plus the final
-  arrays; between elements other threads get the GIL.
+- the raw bytes are scanned with numpy a block at a time (strings and escapes honoured) to
+  find where each element of `instances` / `inputs` ends and how many arrays, objects and
+  commas it holds. Each count is checked against what one instance of the signature can
+  hold (`Budget`, e.g. 784 numbers in 813 arrays for a 28x28x1 image) *while scanning*, so
+  an oversized element is refused with a 400 after at most one block (256 KiB), before any
+  of it is decoded; nesting deeper than `max_depth` is refused the same way;
+- each admitted element (a few KB) is decoded alone (`json`, C speed) and every small group
+  is turned into a numpy array at once, so other threads get the GIL between elements and
+  the Python objects alive at any moment are one group's;
+- any other value (a key, `signature_name`) may hold at most `MAX_VALUE_BYTES`, and a request
+  at most `MAX_KEYS` keys.
 
-A decoded top-level array is a `Stacked`: the batch as one array (plain elements) or as
-{key: array} (elements that are objects, TF Serving's named row format).
+Peak memory is the body bytes plus the final arrays (the body is never copied into a `str`).
+A decoded instance array is a `stacking.Stacked`: the batch as one array (plain elements)
+or as {key: array} (elements that are objects, TF Serving's named row format).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from latmix_tf.serving.repository import ServingError
+from latmix_tf.serving.stacking import ArrayReader, Stacked
 
-_WS = re.compile(r"[ \t\n\r]*")
+BLOCK = 1 << 18             # bytes scanned at a time: the most read before an element is refused
+MAX_VALUE_BYTES = 64 << 10  # a value outside the instance arrays (key, signature_name, ...)
+MAX_KEYS = 16               # keys of the request object (and of a columnar `inputs` object)
+MAX_GAP = 64 << 10          # whitespace between two tokens outside the instance arrays
+UNKNOWN_SHAPE_BYTES = 1 << 20  # per element when the signature has a dimension of any size
+BYTES_PER_ITEM = 64         # per number or array of an instance (indented JSON fits)
+
+_WS = re.compile(rb"[ \t\n\r]{0,%d}" % MAX_GAP)
+_SCALAR = re.compile(rb"[^ \t\n\r,\]\}]*")
 _DECODER = json.JSONDecoder()
-_QUOTE, _BACKSLASH = 34, 92
-_OPEN, _CLOSE = (91, 123), (93, 125)  # [ {  and  ] }
+_QUOTE, _BACKSLASH, _COMMA = 34, 92, 44
+_WS_BYTES = np.frombuffer(b" \t\n\r", np.uint8)
+
+
+class Budget(NamedTuple):
+  """What one element of an instance array may hold: its numbers and arrays (None: any
+  number, a dimension of the signature has no fixed size) and the dtype floats go to."""
+  dtype: Optional[np.dtype]
+  values: Optional[int]
+  lists: int = 0
+
+  def limits(self) -> Tuple[int, int, int]:
+    """(bytes, arrays or objects, commas) one element may have."""
+    if self.values is None:
+      return UNKNOWN_SHAPE_BYTES, UNKNOWN_SHAPE_BYTES, UNKNOWN_SHAPE_BYTES
+    items = self.values + self.lists
+    return BYTES_PER_ITEM * items + 4096, self.lists + 1, items + 16
+
+
+def _scan(a: np.ndarray, in_string: int, run: int):
+  """Structure of one block of bytes, given the state at its start (inside a string? the
+  length of the backslash run before it). Returns (inside, step, quote, state after):
+  `inside` marks string bytes (quotes included), `step` is +1 at [ {, -1 at ] }, else 0."""
+  quote = a == _QUOTE
+  slash = a == _BACKSLASH
+  if quote.any() and (slash.any() or run):  # a quote after an odd backslash run is escaped
+    idx = np.arange(len(a))
+    last = np.maximum.accumulate(np.where(slash, -1, idx))  # last non-backslash at or before
+    q = np.flatnonzero(quote)
+    prev = q - 1
+    safe = np.maximum(prev, 0)
+    runs = np.where(prev < 0, run,
+                    np.where(last[safe] < 0, safe + 1 + run, safe - last[safe]))
+    quote[q[runs % 2 == 1]] = False
+  parity = (np.cumsum(quote, dtype=np.int64) + in_string) & 1
+  inside = parity.astype(bool) | quote
+  step = ((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125))
+  step[inside] = 0
+  tail = np.flatnonzero(~slash)
+  run = run + len(a) if not len(tail) else len(a) - 1 - int(tail[-1])
+  return inside, step, quote, (int(parity[-1]) if len(a) else in_string, run)
 
 
 def max_depth(body, block: int = 1 << 20) -> int:
-  """Deepest nesting of arrays/objects in a JSON text, brackets inside strings ignored.
-
-  Vectorized over blocks of `block` bytes (bounded memory); a quote preceded by an odd run
-  of backslashes is escaped.
-  """
+  """Deepest nesting of arrays/objects in a JSON text, brackets inside strings ignored."""
   data = np.frombuffer(body, np.uint8)
-  depth, in_string, run, best = 0, 0, 0, 0
+  depth, state, best = 0, (0, 0), 0
   for start in range(0, len(data), block):
-    a = data[start:start + block]
-    quote = a == _QUOTE
-    slash = a == _BACKSLASH
-    if quote.any() and (slash.any() or run):
-      idx = np.arange(len(a))
-      last = np.maximum.accumulate(np.where(slash, -1, idx))  # last non-backslash at or before
-      q = np.flatnonzero(quote)
-      prev = q - 1
-      safe = np.maximum(prev, 0)
-      runs = np.where(prev < 0, run,
-                      np.where(last[safe] < 0, safe + 1 + run, safe - last[safe]))
-      quote[q[runs % 2 == 1]] = False
-    parity = (np.cumsum(quote, dtype=np.int64) + in_string) & 1
-    step = (np.isin(a, _OPEN).astype(np.int32) - np.isin(a, _CLOSE))
-    step[parity.astype(bool) & ~quote] = 0
+    _, step, _, state = _scan(data[start:start + block], *state)
     levels = np.cumsum(step) + depth
     if len(levels):
       best, depth = max(best, int(levels.max())), int(levels[-1])
-      in_string = int(parity[-1])
-      tail = np.flatnonzero(~slash)
-      run = run + len(a) if not len(tail) else len(a) - 1 - int(tail[-1])
   return best
 
 
-class Stacked:
-  """A top-level JSON array decoded into numpy: `.array`, or `.columns` for object elements.
-
-  The groups are joined on first access, i.e. after the caller has dropped the body text,
-  so the text and the joined copy are never held together.
-  """
-
-  def __init__(self, key: str, plain: List[np.ndarray],
-               named: Optional[Dict[str, List[np.ndarray]]], count: int):
-    self._key, self._plain, self._named, self.count = key, plain, named, count
-    self._array: Optional[np.ndarray] = None
-    self._columns: Optional[Dict[str, np.ndarray]] = None
-
-  @property
-  def array(self) -> Optional[np.ndarray]:
-    """The batch (None for object elements or an empty array)."""
-    if self._array is None and self._plain:
-      self._array = _concat(self._plain, f"'{self._key}'")
-    return self._array
-
-  @property
-  def columns(self) -> Optional[Dict[str, np.ndarray]]:
-    """{input name: batch} when the elements were objects, else None."""
-    if self._named is not None and self._columns is None:
-      self._columns = {}
-      while self._named:
-        name, parts = self._named.popitem()
-        self._columns[name] = _concat(parts, f"input {name!r}")
-    return self._columns
+def _too_deep(depth: int, limit: int):
+  raise ServingError(400, f"JSON nesting depth over the limit of {limit}")
 
 
-def _as_array(values: List[Any], target: Optional[np.dtype], where: str) -> np.ndarray:
-  try:
-    arr = np.asarray(values)
-  except ValueError as e:  # numpy 2 refuses ragged nesting
-    raise ServingError(400, f"{where}: not a rectangular tensor (ragged nested lists?): {e}") from e
-  if target is not None and np.issubdtype(target, np.floating) and arr.dtype.kind in "iuf":
-    arr = arr.astype(target, copy=False)  # float32 now: never hold the float64 copy of a batch
-  return arr
+class _Body:
+  """The body bytes with a cursor-free API: skip whitespace, bound and decode one value."""
+
+  def __init__(self, body, max_depth_: int):
+    self.buf, self.data, self.max_depth = body, np.frombuffer(body, np.uint8), max_depth_
+    self.view = memoryview(self.data)
+
+  def skip(self, i: int) -> int:
+    j = _WS.match(self.buf, i).end()
+    if j - i == MAX_GAP and j < len(self.data) and int(self.data[j]) in b" \t\n\r":
+      raise ServingError(400, f"JSON Parse error: more than {MAX_GAP} bytes of whitespace")
+    return j
+
+  def char(self, i: int) -> str:
+    if i >= len(self.data):
+      raise ValueError("Unexpected end of the JSON text")
+    return chr(self.data[i])
+
+  def text(self, start: int, end: int) -> str:
+    return str(self.view[start:end], "utf-8")
+
+  def value_end(self, i: int, depth: int, what: str) -> int:
+    """End of the value at i (scanning windows growing to MAX_VALUE_BYTES); 400 beyond."""
+    c, n = self.char(i), len(self.data)
+    if c not in "[{\"":
+      end = _SCALAR.match(self.buf, i, min(n, i + MAX_VALUE_BYTES + 1)).end()
+      if end - i > MAX_VALUE_BYTES:
+        raise ServingError(400, f"{what} is longer than {MAX_VALUE_BYTES} bytes")
+      return end
+    w = 256
+    while True:
+      inside, step, quote, _ = _scan(self.data[i:i + w], 0, 0)
+      if c == '"':
+        q = np.flatnonzero(quote)
+        if len(q) >= 2:
+          return i + int(q[1]) + 1
+      else:
+        levels = np.cumsum(step)
+        ends = np.flatnonzero(levels == 0)
+        top = int(levels[:ends[0]].max()) if len(ends) else int(levels.max())
+        if depth + top > self.max_depth:
+          _too_deep(depth + top, self.max_depth)
+        if len(ends):
+          return i + int(ends[0]) + 1
+      if i + w >= n:
+        raise ValueError("Unexpected end of the JSON text")
+      if w >= MAX_VALUE_BYTES:
+        raise ServingError(400, f"{what} is longer than {MAX_VALUE_BYTES} bytes")
+      w = min(w * 8, MAX_VALUE_BYTES + 1)
+
+  def value(self, i: int, depth: int, what: str) -> Tuple[Any, int]:
+    end = self.value_end(i, depth, what)
+    return _DECODER.decode(self.text(i, end)), end
+
+  def elements(self, p: int, depth: int, budget: Budget, key: str):
+    """Yields (start, end) of each element of the array at p, each checked against `budget`
+    before it is yielded; `self.end` is then the index after the closing bracket."""
+    max_bytes, max_opens, max_commas = budget.limits()
+    data, level, state, pos = self.data, 0, (0, 0), p
+    start, base, first, count = p + 1, [0, 0], True, 0  # base: opens, commas before `start`
+    total = [0, 0]
+    while True:
+      a = data[pos:pos + BLOCK]
+      if not len(a):
+        raise ValueError("Unexpected end of the JSON text")
+      inside, step, _, state = _scan(a, *state)
+      levels = np.cumsum(step, dtype=np.int64) + level
+      ends = np.flatnonzero(levels <= 0)
+      stop = int(ends[0]) if len(ends) else len(a)
+      top = int(levels[:stop].max()) if stop else level
+      if depth + top > self.max_depth:
+        _too_deep(depth + top, self.max_depth)
+      comma = (a[:stop] == _COMMA) & ~inside[:stop]
+      deep = levels[:stop] >= 2
+      opens = np.cumsum((step[:stop] > 0) & deep)
+      commas = np.cumsum(comma & deep)
+      bounds = np.flatnonzero(comma & ~deep).tolist() + ([stop] if len(ends) else [])
+      for b in bounds:
+        o = total[0] + (int(opens[b - 1]) if b else 0) - base[0]
+        k = total[1] + (int(commas[b - 1]) if b else 0) - base[1]
+        end = pos + b
+        self._check(end - start, o, k, max_bytes, max_opens, max_commas, key, count, budget)
+        if not (first and b == stop and len(ends) and not bytes(self.view[start:end]).strip()):
+          yield start, end
+          count += 1
+        first, start = False, end + 1
+        base = [total[0] + (int(opens[b - 1]) if b else 0),
+                total[1] + (int(commas[b - 1]) if b else 0)]
+      if len(ends):
+        self.end = pos + stop + 1
+        return
+      total = [total[0] + (int(opens[-1]) if len(opens) else 0),
+               total[1] + (int(commas[-1]) if len(commas) else 0)]
+      self._check(pos + len(a) - start, total[0] - base[0], total[1] - base[1], max_bytes,
+                  max_opens, max_commas, key, count, budget)
+      level, pos = int(levels[-1]), pos + len(a)
+
+  @staticmethod
+  def _check(size, opens, commas, max_bytes, max_opens, max_commas, key, index, budget):
+    if size > max_bytes or opens > max_opens or commas > max_commas:
+      what = (f"{budget.values} numbers in {budget.lists} arrays" if budget.values is not None
+              else f"{max_bytes} bytes")
+      raise ServingError(400, f"'{key}' element {index} is larger than one instance of the "
+                              f"signature can be ({what}); check the input shape")
 
 
-def _concat(parts: List[np.ndarray], where: str) -> np.ndarray:
-  """Joins groups into one array, releasing each group once copied (and emptying `parts`),
-  so the join never holds two copies of the batch."""
-  if len(parts) == 1:
-    return parts.pop()
-  if len({p.shape[1:] for p in parts}) > 1:
-    raise ServingError(400, f"{where}: not a rectangular tensor (instances of different shapes)")
-  out = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), np.result_type(*parts))
-  start = 0
-  parts.reverse()
-  while parts:
-    part = parts.pop()
-    out[start:start + len(part)] = part
-    start += len(part)
-  return out
 
 
-class _ArrayReader:
-  """Collects the elements of one top-level array into groups and converts each group."""
-
-  def __init__(self, key: str, target: Callable[[Optional[str]], Optional[np.dtype]],
-               max_items: int, group: int):
-    self.key, self.target, self.max_items, self.group = key, target, max_items, group
-    self.pending: List[Any] = []
-    self.plain: List[np.ndarray] = []
-    self.named: Dict[str, List[np.ndarray]] = {}
-    self.names: Optional[List[str]] = None
-    self.count = 0
-
-  def add(self, element: Any):
-    self.count += 1
-    if self.count > self.max_items:
-      raise ServingError(413, f"'{self.key}' has more than {self.max_items} instances, the "
-                              f"server's max_batch_size; split the request")
-    self.pending.append(element)
-    if len(self.pending) >= self.group:
-      self.flush()
-
-  def flush(self):
-    group, self.pending = self.pending, []
-    if not group:
-      return
-    objects = [isinstance(g, dict) for g in group]
-    first = self.count - len(group)
-    if any(objects) and not all(objects) or (any(objects) and self.plain) or (
-        not any(objects) and self.names is not None):
-      raise ServingError(400, f"'{self.key}' mixes objects and plain tensors")
-    if not any(objects):
-      self.plain.append(_as_array(group, self.target(None), f"'{self.key}'"))
-      return
-    for i, g in enumerate(group):
-      names = sorted(g)
-      if self.names is None:
-        self.names = names
-      elif names != self.names:
-        raise ServingError(400, f"instance {first + i} has inputs {names}, instance 0 has "
-                                f"{self.names}")
-    for name in self.names:
-      self.named.setdefault(name, []).append(
-          _as_array([g[name] for g in group], self.target(name), f"input {name!r}"))
-
-  def result(self) -> Stacked:
-    self.flush()
-    return Stacked(self.key, self.plain, self.named if self.names is not None else None,
-                   self.count)
+Expect = Callable[[Dict[str, Any], Optional[str]], Budget]
 
 
-def _skip(text: str, i: int) -> int:
-  return _WS.match(text, i).end()
-
-
-def _read_array(text: str, i: int, reader: _ArrayReader) -> int:
-  """Decodes the array starting at text[i] == '[' into `reader`; returns the index after it."""
-  i = _skip(text, i + 1)
-  if text[i] == "]":
-    return i + 1
-  while True:
-    element, i = _DECODER.raw_decode(text, i)
-    reader.add(element)
-    i = _skip(text, i)
-    if text[i] == "]":
-      return i + 1
-    if text[i] != ",":
-      raise ValueError(f"Expecting ',' delimiter: char {i}")
-    i = _skip(text, i + 1)
-
-
-def decode_request(text: str, target: Callable[[Optional[str]], Optional[np.dtype]],
-                   max_items: int, group: int = 64) -> Dict[str, Any]:
-  """Parses a request object; every top-level array (and every array value of a top-level
-  object) becomes a `Stacked`.
+def decode_request(body, expect: Expect, max_items: int, max_depth_: int = 32,
+                   group: int = 64) -> Dict[str, Any]:
+  """Parses a request object; the arrays of `instances` and `inputs` (and the arrays of a
+  columnar `inputs` object) become `Stacked` batches, every other value plain JSON.
 
   Args:
-    text: the body as a string.
-    target: input name (None: the only input) -> numpy dtype that floats are stored in, as
-      far as the signature is known; None keeps numpy's choice.
-    max_items: more elements in any array -> 413 (the per-request instance cap).
+    body: the body bytes (bytes or bytearray; not copied).
+    expect: (request so far, input name or None for a whole instance) -> `Budget` of one
+      element; the request so far lets it use a `signature_name` sent before the instances.
+    max_items: more elements in an instance array -> 413 (the per-request instance cap).
+    max_depth_: deeper nesting -> 400, found while scanning.
     group: elements converted to numpy at a time.
   Raises:
-    ServingError(400) for malformed JSON or a non-object body, (413) over `max_items`.
+    ServingError(400) for malformed JSON, a non-object body, an element larger than its
+    budget, a value or whitespace run over its limit; (413) over `max_items`.
   """
+  b = _Body(body, max_depth_)
   try:
-    i = _skip(text, 0)
-    if not text[i:i + 1] == "{":
-      value, end = _DECODER.raw_decode(text, i)
-      if _skip(text, end) != len(text):
+    i = b.skip(0)
+    if i >= len(b.data) or b.char(i) != "{":
+      value, end = b.value(i, 0, "the request body")
+      if b.skip(end) != len(b.data):
         raise ValueError(f"Extra data: char {end}")
       raise ServingError(400, f"JSON Value: request body must be a JSON object, got "
                               f"{type(value).__name__}")
     request: Dict[str, Any] = {}
-    i = _skip(text, i + 1)
-    if text[i] == "}":
-      i += 1
-    else:
-      while True:
-        if text[i] != '"':
-          raise ValueError(f"Expecting property name enclosed in double quotes: char {i}")
-        key, i = _DECODER.raw_decode(text, i)
-        i = _skip(text, i)
-        if text[i] != ":":
-          raise ValueError(f"Expecting ':' delimiter: char {i}")
-        i = _skip(text, i + 1)
-        request[key], i = _read_value(text, i, key, target, max_items, group)
-        i = _skip(text, i)
-        if text[i] == "}":
-          i += 1
-          break
-        if text[i] != ",":
-          raise ValueError(f"Expecting ',' delimiter: char {i}")
-        i = _skip(text, i + 1)
-    if _skip(text, i) != len(text):
+    i = _object(b, i, 1, lambda key, j: _member(b, request, key, j, expect, max_items, group),
+                "the request object")
+    if i != len(b.data) and not np.isin(b.data[i:], _WS_BYTES).all():
       raise ValueError(f"Extra data: char {i}")
     return request
-  except (ValueError, IndexError, RecursionError) as e:
-    if isinstance(e, IndexError):
-      e = ValueError("Unexpected end of the JSON text")
+  except (ValueError, RecursionError, UnicodeDecodeError) as e:
     raise ServingError(400, f"JSON Parse error: {e}") from e
 
 
-def _read_value(text, i, key, target, max_items, group):
-  if text[i] == "[":
-    reader = _ArrayReader(key, target, max_items, group)
-    i = _read_array(text, i, reader)
-    return reader.result(), i
-  if text[i] == "{" and key == "inputs":  # columnar {input name: batched tensor}
-    out, i = {}, _skip(text, i + 1)
-    if text[i] == "}":
-      return out, i + 1
-    while True:
-      name, i = _DECODER.raw_decode(text, i)
-      i = _skip(text, i)
-      if text[i] != ":":
-        raise ValueError(f"Expecting ':' delimiter: char {i}")
-      i = _skip(text, i + 1)
-      if text[i] == "[":
-        reader = _ArrayReader(f"inputs.{name}", lambda _n, name=name: target(name),
-                              max_items, group)
-        i = _read_array(text, i, reader)
-        out[name] = reader.result()
-      else:
-        out[name], i = _DECODER.raw_decode(text, i)
-      i = _skip(text, i)
-      if text[i] == "}":
-        return out, i + 1
-      if text[i] != ",":
-        raise ValueError(f"Expecting ',' delimiter: char {i}")
-      i = _skip(text, i + 1)
-  return _DECODER.raw_decode(text, i)
+def _object(b: _Body, i: int, depth: int, member: Callable[[str, int], int], what: str) -> int:
+  """Walks the object at i, calling member(key, index of its value) -> index after the value;
+  returns the index after the closing brace."""
+  i, keys = b.skip(i + 1), 0
+  if b.char(i) == "}":
+    return i + 1
+  while True:
+    if b.char(i) != '"':
+      raise ValueError(f"Expecting property name enclosed in double quotes: char {i}")
+    keys += 1
+    if keys > MAX_KEYS:
+      raise ServingError(400, f"{what} has more than {MAX_KEYS} keys")
+    key, i = b.value(i, depth, "a key")
+    i = b.skip(i)
+    if b.char(i) != ":":
+      raise ValueError(f"Expecting ':' delimiter: char {i}")
+    i = b.skip(member(key, b.skip(i + 1)))
+    if b.char(i) == "}":
+      return i + 1
+    if b.char(i) != ",":
+      raise ValueError(f"Expecting ',' delimiter: char {i}")
+    i = b.skip(i + 1)
+
+
+def _member(b, request, key, i, expect, max_items, group) -> int:
+  if key in ("instances", "inputs") and b.char(i) == "[":
+    request[key] = _array(b, i, 1, key, lambda n: expect(request, n), max_items, group)
+    return b.end
+  if key == "inputs" and b.char(i) == "{":  # columnar {input name: batched tensor}
+    out = request[key] = {}
+
+    def column(name, j):
+      if b.char(j) == "[":
+        out[name] = _array(b, j, 2, f"inputs.{name}", lambda _n: expect(request, name),
+                           max_items, group)
+        return b.end
+      out[name], j = b.value(j, 2, f"'inputs.{name}'")
+      return j
+
+    return _object(b, i, 2, column, "'inputs'")
+  request[key], i = b.value(i, 1, f"the value of {key[:64]!r}")
+  return i
+
+
+def _array(b: _Body, i: int, depth: int, key: str, expect_one, max_items: int,
+           group: int) -> Stacked:
+  reader = ArrayReader(key, lambda name: expect_one(name).dtype, max_items, group)
+  for start, end in b.elements(i, depth, expect_one(None), key):
+    reader.check_count()
+    reader.add(_DECODER.decode(b.text(start, end)), end - start)
+  return reader.result()

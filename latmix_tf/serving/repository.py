@@ -44,6 +44,14 @@ class ServingError(Exception):
     self.status, self.message, self.retry_after = status, message, retry_after
 
 
+ECHO_CHARS = 64  # of a client's string (model name, label, signature) in an error message
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+  """`text` cut to `limit` characters (marked with '...'), for echoing it in an error."""
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _has_saved_model(path: str) -> bool:
   return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
@@ -250,7 +258,7 @@ class Servable:
   def signature(self, signature_name: str) -> Tuple[object, Dict[str, tf.TensorSpec]]:
     """(function, {input name: spec}) of a signature; 400 for an unknown name."""
     if signature_name not in self.signatures:
-      raise ServingError(400, f"Serving signature name: \"{signature_name}\" not found in "
+      raise ServingError(400, f"Serving signature name: \"{clip(signature_name)}\" not found in "
                               f"signature def (available: {sorted(self.signatures)})")
     return self.signatures[signature_name], self.input_specs[signature_name]
 

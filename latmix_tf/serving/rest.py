@@ -12,8 +12,11 @@ object {output name: batched value}, or the bare batched value for a single outp
 Inputs are checked strictly before any model runs: numbers only for numeric tensors (no
 strings, booleans or nulls), rectangular nesting, the signature's rank and static dimensions.
 Every violation is a `ServingError(400, ...)` whose message says what was expected.
-Bodies are decoded by `jsonbody` (nesting depth checked first, arrays element by element),
-large batches run in chunks, and small concurrent ones may be merged (`workers.Batcher`).
+Bodies are decoded by `jsonbody`, each instance admitted against the signature's shape
+before it is decoded (`instance_budget`); large batches run in chunks, and small concurrent
+ones may be merged (`workers.Batcher`). Error messages echo at most `ECHO_CHARS` characters
+of anything the client sent, and a 404 names what was not found but never lists what is
+served (the server has no authentication).
 `ModelServer` maps a method and URL to an answer and knows nothing of sockets (server.py).
 
 Routes beyond TF Serving's model routes: `/v1/models/NAME/labels/LABEL[...]` (version
@@ -32,16 +35,15 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf import export
-from latmix_tf.serving import jsonbody, metrics, repository, workers
-from latmix_tf.serving.repository import ServingError
+from latmix_tf.serving import jsonbody, metrics, repository, stacking, workers
+from latmix_tf.serving.repository import ServingError, clip
 
-_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)"
+# [0-9], not \d: a version is ASCII digits ('٣' or a full-width '３' is not version 3).
+_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
                     r"|/labels/(?P<label>[^/:]+))?(?P<verb>/metadata|:[A-Za-z]+)?$")
-_LONG_VERSION = re.compile(r"^/v1/models/[^/:]+/versions/\d{19,}")
+_LONG_VERSION = re.compile(r"^/v1/models/[^/:]+/versions/[0-9]{19,}")
 METRICS_PATHS = ("/metrics", "/monitoring/prometheus/metrics")
 MAX_VERSION_DIGITS = 18  # int64, as TF Serving's version numbers
-
-
 class Route(NamedTuple):
   """A parsed URL: model name, version digits or label (or neither), verb (or None)."""
   name: str
@@ -58,7 +60,7 @@ def parse_route(method: str, path: str) -> Route:
                             f"{MAX_VERSION_DIGITS} digits")
   match = _ROUTE.match(path)
   if not match:
-    raise ServingError(404, f"Malformed request: {method} {path[:200]} (routes: /v1/models/"
+    raise ServingError(404, f"Malformed request: {method} {clip(path)} (routes: /v1/models/"
                             f"NAME[/versions/V|/labels/L][/metadata|:predict], /metrics)")
   return Route(*match.group("name", "version", "label", "verb"))
 
@@ -234,18 +236,16 @@ class ModelServer:
     name, version, label = route.name, route.version, route.label
     versions = self.servables.get(name)
     if not versions:
-      raise ServingError(404, f"Servable not found for request: Latest({name}) "
-                              f"(models served: {sorted(self.servables)})")
+      raise ServingError(404, f"Servable not found for request: Latest({clip(name)})")
     if label is not None:
       if label not in self.labels.get(name, {}):
-        raise ServingError(404, f"Unrecognized servable version label: {label} (labels of "
-                                f"{name}: {sorted(self.labels.get(name, {}))})")
+        raise ServingError(404, f"Unrecognized servable version label: {clip(label)}")
       return versions[self.labels[name][label]]
     if version is None:
       return versions[max(versions)]
     if int(version) not in versions:
-      raise ServingError(404, f"Servable not found for request: Specific({name}, {version}) "
-                              f"(versions served: {sorted(versions)})")
+      raise ServingError(404, f"Servable not found for request: Specific({clip(name)}, "
+                              f"{version})")
     return versions[int(version)]
 
   def handle(self, method: str, path: str, body) -> Tuple[int, Any]:
@@ -278,26 +278,23 @@ class ModelServer:
 
   def predict(self, servable: repository.Servable, body) -> Dict[str, Any]:
     """Decodes, checks and runs one predict body (bytes-like) on `servable`."""
-    depth = jsonbody.max_depth(body)
-    if depth > self.max_json_depth:
-      raise ServingError(400, f"JSON nesting depth {depth} exceeds the limit of "
-                              f"{self.max_json_depth}")
-    try:
-      text = body.decode("utf-8") if body else ""
-    except UnicodeDecodeError as e:
-      raise ServingError(400, f"JSON Parse error: {e}") from e
-    del body
-    known = {"sig": export.SIGNATURE}
 
-    def target(name):  # dtype to store floats in, from the signature named so far
-      specs = servable.input_specs.get(known["sig"]) or {}
+    def expect(request, name):  # what one element may hold, from the signature named so far
+      sig = request.get("signature_name")
+      if isinstance(sig, str) and sig in servable.input_specs:
+        named = [servable.input_specs[sig]]
+      else:  # not named (yet): the default's dtype, the largest instance of any signature
+        named = list(servable.input_specs.values())
+      specs = servable.input_specs.get(sig if isinstance(sig, str) else export.SIGNATURE) or {}
       spec = specs.get(name) if name else (next(iter(specs.values())) if len(specs) == 1 else None)
-      return tf.as_dtype(spec.dtype).as_numpy_dtype if spec is not None else None
+      budgets = [stacking.instance_budget(s, name) for s in named]
+      values = None if None in budgets else max(v for v, _ in budgets)
+      return jsonbody.Budget(tf.as_dtype(spec.dtype).as_numpy_dtype if spec is not None else None,
+                             values, 0 if values is None else max(l for _, l in budgets))
 
-    request = jsonbody.decode_request(text, target, self.max_batch_size)
-    del text
+    request = jsonbody.decode_request(body, expect, self.max_batch_size, self.max_json_depth)
+    del body
     sig = signature_name(request, export.SIGNATURE)
-    known["sig"] = sig
     _, specs = servable.signature(sig)
     inputs, row_format = decode_inputs(request, specs)
     del request

@@ -9,12 +9,15 @@ queues work without bound and times out only idle channels; gunicorn forks a pro
 (and a copy of TensorFlow) per worker; werkzeug's server is a development server on the
 same `http.server` we use. So the parsing stays `http.server`'s, and the limits are ours:
 
-- at most `max_connections` connection threads; past that a connection gets 503 at once;
+- at most `max_connections` connection threads, and at most `max_connections_per_client`
+  from one client address (so 64 idle sockets from one address cannot lock everyone out);
+  past either a connection gets 503 + Retry-After at once, without a thread;
 - reading a request (line, headers and body) must finish within `request_timeout_s`
   of its first byte, else 408; idle keep-alive connections close after `idle_timeout_s`;
 - predicts run on a `WorkerPool` (`num_workers`, `queue_size`; full -> 503 + Retry-After);
   bodies over `large_body_bytes` also need one of `max_large_requests` slots (503 if none),
-  taken before the body is read, so four 32 MB requests never sit in memory at once;
+  taken before the body is read, so four 32 MB requests never sit in memory at once, and
+  after each such request the freed memory goes back to the OS (`memory.trim`);
 - status, metadata and /metrics are answered on the connection thread, never queued.
 
 Shutdown (`ServerHandle.shutdown`, SIGTERM/SIGINT in `serve`): the listening socket is
@@ -35,6 +38,7 @@ from typing import Callable, Dict, Optional
 _flushing_print = functools.partial(print, flush=True)  # lines appear even when piped
 
 from latmix_tf.serving import repository
+from latmix_tf.serving.repository import clip
 from latmix_tf.serving.connection import Handler
 from latmix_tf.serving.rest import ModelServer
 from latmix_tf.serving.workers import WorkerPool
@@ -55,6 +59,7 @@ class ServerConfig:
   num_workers: int = 4
   queue_size: int = 64
   max_connections: int = 64
+  max_connections_per_client: int = 16  # from one address; behind a proxy, = max_connections
   request_timeout_s: float = 30.0      # whole request (line, headers, body) from its 1st byte
   idle_timeout_s: float = 30.0         # keep-alive connection with no request
   drain_timeout_s: float = 30.0
@@ -82,6 +87,7 @@ class _Server:
     self.conn_slots = threading.BoundedSemaphore(config.max_connections)
     self.draining = False
     self._conns: Dict[Handler, bool] = {}
+    self._per_client: Dict[str, int] = {}
     self._cond = threading.Condition()
     app.metrics.gauges.update({
         "latmix_serving_connections": ("Open client connections.", lambda: len(self._conns)),
@@ -104,15 +110,23 @@ class _Server:
           return
         time.sleep(0.05)  # e.g. out of file descriptors: let connections finish
         continue
-      if not self.conn_slots.acquire(blocking=False):
-        self._refuse(sock)
+      with self._cond:
+        mine, why = self._per_client.get(addr[0], 0), None
+        if mine >= self.config.max_connections_per_client:
+          why = "too many connections from your address"
+        elif not self.conn_slots.acquire(blocking=False):
+          why = "too many connections"
+        else:
+          self._per_client[addr[0]] = mine + 1
+      if why:
+        self._refuse(sock, why)
         continue
       threading.Thread(target=self._serve_connection, args=(sock, addr), daemon=True,
                        name="latmix-serving-conn").start()
 
-  def _refuse(self, sock: socket.socket):
-    """503 + Retry-After without reading the request: all connection threads are taken."""
-    body = b'{"error": "Server busy: too many connections; retry later"}'
+  def _refuse(self, sock: socket.socket, why: str):
+    """503 + Retry-After without reading the request: no connection slot for this client."""
+    body = b'{"error": "Server busy: %s; retry later"}' % why.encode()
     try:
       sock.setblocking(False)
       try:
@@ -145,6 +159,9 @@ class _Server:
         pass
       with self._cond:
         self._conns.pop(handler, None)
+        left = self._per_client.pop(addr[0]) - 1
+        if left:
+          self._per_client[addr[0]] = left
         self._cond.notify_all()
       self.conn_slots.release()
 
@@ -214,7 +231,8 @@ class ServerHandle:
     return list(self._dropped or [])
 
 
-def _load(models, config: ServerConfig, model_config_file: Optional[str]) -> ModelServer:
+def load_app(models, config: ServerConfig, model_config_file: Optional[str]) -> ModelServer:
+  """Checks `config` and loads every model (no socket yet)."""
   models, labels = dict(models), {}
   if model_config_file:
     with open(model_config_file) as f:
@@ -225,12 +243,27 @@ def _load(models, config: ServerConfig, model_config_file: Optional[str]) -> Mod
       models[name] = path
     labels = repository.parse_version_labels(text)
   for field in ("max_body_bytes", "max_batch_size", "chunk_size", "max_connections",
-                "request_timeout_s", "max_json_depth"):
+                "max_connections_per_client", "request_timeout_s", "max_json_depth"):
     if getattr(config, field) <= 0:
       raise ValueError(f"{field} must be positive, got {getattr(config, field)}.")
   return ModelServer(repository.load_servables(models), labels, config.max_batch_size,
                      config.chunk_size, config.max_json_depth,
                      config.batch_timeout_micros / 1e6 if config.enable_batching else None)
+
+
+def listen(app: ModelServer, config: ServerConfig,
+           log: Callable[[str], None] = _flushing_print) -> ServerHandle:
+  """Binds and starts serving `app` in background threads; logs `serving: listening on ...`
+  last, when every request will be answered (and, under `serve`, every signal handled)."""
+  server = _Server(app, config, log)
+  server.thread.start()
+  handle = ServerHandle(server)
+  for name, versions in handle.models.items():
+    labels = server.app.labels.get(name)
+    log(f"serving: model {clip(name)!r} versions {versions}" + (f" labels {labels}" if labels
+        else "") + f" at {handle.url}/v1/models/{name}")
+  log(f"serving: listening on {handle.host} port {handle.port}")
+  return handle
 
 
 def start_server(models: Dict[str, str], config: Optional[ServerConfig] = None,
@@ -249,12 +282,4 @@ def start_server(models: Dict[str, str], config: Optional[ServerConfig] = None,
     A ServerHandle; call `.shutdown()` to stop.
   """
   config = dataclasses.replace(config or ServerConfig(), **overrides)
-  server = _Server(_load(models, config, model_config_file), config, log)
-  server.thread.start()
-  handle = ServerHandle(server)
-  for name, versions in handle.models.items():
-    labels = server.app.labels.get(name)
-    log(f"serving: model {name!r} versions {versions}" + (f" labels {labels}" if labels else "")
-        + f" at {handle.url}/v1/models/{name}")
-  log(f"serving: listening on {handle.host} port {handle.port}")
-  return handle
+  return listen(load_app(models, config, model_config_file), config, log)

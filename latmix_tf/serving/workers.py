@@ -74,6 +74,7 @@ class WorkerPool:
       finally:
         with self._lock:
           self._busy -= 1
+        item = future = fn = args = None  # do not keep the last answer alive until the next
 
   def close(self, timeout: float = 1.0):
     """Stops idle workers (running calls finish on their own; the threads are daemons)."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
-from latmix_tf.config import LatentMixupConfig
+from latmix_tf.config import LatentMixupConfig, OnManifoldATConfig
 from latmix_tf.training.adversarial import AdversarialConfig, AdversarialTraining
 from latmix_tf.training.gat import GAT, GATConfig
+from latmix_tf.training.interpolated_at import MixupAT, MixupATConfig
 from latmix_tf.training.manifold_mixup import ManifoldMixup, ManifoldMixupConfig
 from latmix_tf.training.method import ERM, ERMConfig, Method, MethodContext
 from latmix_tf.training.mixup import Mixup, MixupConfig
+from latmix_tf.training.trades import Trades, TradesConfig
 
 Factory = Callable[[Any, MethodContext], Method]
 
@@ -29,6 +31,11 @@ def _latent_mixup(cfg, ctx: MethodContext) -> Method:
   return build_latent_mixup(cfg, ctx)  # resolved late: it pulls in the generative stack
 
 
+def _on_manifold_at(cfg, ctx: MethodContext) -> Method:
+  from latmix_tf.latent import build_on_manifold_at  # pylint: disable=import-outside-toplevel
+  return build_on_manifold_at(cfg, ctx)  # the generator and bank stages, as latent mixup's
+
+
 METHODS: Dict[str, Tuple[Type[Any], Factory]] = {
     "erm": (ERMConfig, _plain(ERM)),
     "mixup": (MixupConfig, _plain(Mixup)),
@@ -36,6 +43,9 @@ METHODS: Dict[str, Tuple[Type[Any], Factory]] = {
     "adversarial": (AdversarialConfig, _plain(AdversarialTraining)),
     "gat": (GATConfig, _plain(GAT)),
     "latent_mixup": (LatentMixupConfig, _latent_mixup),
+    "trades": (TradesConfig, _plain(Trades)),
+    "mixup_at": (MixupATConfig, _plain(MixupAT)),
+    "on_manifold_at": (OnManifoldATConfig, _on_manifold_at),
 }
 
 

@@ -8,6 +8,11 @@ seed, the clean images' fingerprint, CORRUPTION_VERSION); that key names its fol
 `manifest.json`. The folder is built under a temporary name and renamed into place, so a
 reader never sees a half-written set, and two processes racing to build it agree.
 
+Verified on every load: the manifest records the SHA-256 of each `.npy` file as written, and
+a set is reused only if every file still has it (~0.2 s for the 118 MB of MNIST-C on one
+core). A damaged or edited file (a zeroed `fog_s5.npy` parses fine and silently changes fog
+accuracy and mCA) gets one line naming it, and the set is generated again.
+
 Randomness: images are corrupted in fixed chunks of `CHUNK` (bounded memory), each with its
 own generator seeded by (seed, corruption, severity, chunk index), so a set is a pure
 function of its key.
@@ -100,11 +105,30 @@ def _file(name: str, severity: int) -> str:
   return f"{name}_s{severity}.npy"
 
 
-def _load(folder: str, key: str, plan: List[Key]) -> Optional[Dict[Key, np.ndarray]]:
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _load(folder: str, key: str, plan: List[Key],
+          log: Callable[[str], None] = print) -> Optional[Dict[Key, np.ndarray]]:
+  """The cached set if its manifest has this key and every file its recorded SHA-256."""
   manifest = read_json(os.path.join(folder, MANIFEST))
   if not manifest or manifest.get("key") != key:
     return None
+  recorded = manifest.get("sha256")
+  if not isinstance(recorded, dict):
+    log(f"[corruptions] {folder}: no file digests recorded (an older cache); regenerating")
+    return None
   try:
+    for n, s in plan:
+      if _sha256(os.path.join(folder, _file(n, s))) != recorded.get(_file(n, s)):
+        log(f"[corruptions] {os.path.join(folder, _file(n, s))} does not match the SHA-256 "
+            f"recorded when it was written (damaged or edited); regenerating the set")
+        return None
     return {(n, s): np.load(os.path.join(folder, _file(n, s)), mmap_mode="r") for n, s in plan}
   except (OSError, ValueError):
     return None
@@ -127,7 +151,7 @@ def corrupted_test_set(x_uint8: np.ndarray, spec: CorruptionSpec, cache_dir: Opt
     return generate(x_uint8, spec, log)
   key = cache_key(x_uint8, spec)
   folder = os.path.join(cache_dir, f"{spec.suite}-{key}")
-  cached = _load(folder, key, plan)
+  cached = _load(folder, key, plan, log)
   if cached is not None:
     log(f"[corruptions] cached set {folder}")
     return cached
@@ -138,6 +162,7 @@ def corrupted_test_set(x_uint8: np.ndarray, spec: CorruptionSpec, cache_dir: Opt
     for (name, severity), images in sets.items():
       np.save(os.path.join(tmp, _file(name, severity)), images)
     write_json_atomic(os.path.join(tmp, MANIFEST), {
+        "sha256": {_file(n, s): _sha256(os.path.join(tmp, _file(n, s))) for n, s in plan},
         "key": key, "spec": dataclasses.asdict(spec), "plan": plan,
         "version": registry.CORRUPTION_VERSION, "samples": int(len(next(iter(sets.values())))),
         "data_fingerprint": array_fingerprint(np.asarray(x_uint8)[:spec.samples])})
@@ -147,7 +172,7 @@ def corrupted_test_set(x_uint8: np.ndarray, spec: CorruptionSpec, cache_dir: Opt
     log(f"[corruptions] cached {len(plan)} sets in {folder}")
   except OSError:
     shutil.rmtree(tmp, ignore_errors=True)
-    if _load(folder, key, plan) is None:  # lost a race only if the winner's set is complete
+    if _load(folder, key, plan, log) is None:  # lost a race only if the winner's is complete
       raise
   return sets
 
