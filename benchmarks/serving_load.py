@@ -252,7 +252,7 @@ def run_interleave(url, name, body, requests, concurrency, time_limit_s):
 def write_markdown(path, results):
   """A short table of the figures, beside the JSON."""
   lines = ["# Serving load benchmark", "", f"CPU: {results['cpu']} ({results['cpu_count']} "
-           f"cores), {results['date']}; load average (1, 5, 15 min) "
+           f"cores); load average (1, 5, 15 min) "
            f"{results['load_average_at_start']} at start, {results['load_average_at_end']} at "
            f"end; model: {results['model']}", ""]
   for key, title in (("throughput", "one-image requests, 8 clients"),
@@ -291,8 +291,42 @@ def write_markdown(path, results):
     lines.append(f"- memory kept after {s['requests']} more such requests (idle RSS above the "
                  f"first idle, after each): {s['idle_above_first_idle_mb']} MB, "
                  f"{s['over_body']}x the body")
+  lines += [""] + summary_table(results)
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
+
+
+def summary_table(results):
+  """The figures docs/serving.md quotes: other clients' latency under each condition."""
+  rows = ["| 1000 one-image predicts, 8 keep-alive clients | p50 | p99 | errors | server peak "
+          "RSS above idle |", "|---|---|---|---|---|"]
+  big = results.get("interleave", {}).get("big_requests", {})
+  titles = {
+      "throughput": "alone",
+      "interleave": (f"while 10,000-image requests run (answered "
+                     f"{', '.join(map(str, big.get('statuses', [])))} in "
+                     f"{', '.join(f'{t:.1f}' for t in big.get('seconds', []))} s)"),
+      "hostile_arrays": "while one-instance bodies of 10.3M empty arrays (30.9 MB) are posted",
+      "hostile_numbers": "while one-instance bodies of 7.8M numbers (30.9 MB) are posted",
+      "lockout": "while 127.0.0.2 holds 64 half-sent connections, reopening each when refused"}
+  for key, title in titles.items():
+    r = results.get(key)
+    if not r:
+      continue
+    attacker = r.get("attacker", {})
+    if "statuses" in attacker:
+      answers = ", ".join(f"{n} × {code}" for code, n in attacker["statuses"].items())
+      title += f" back to back ({answers}, median answer {attacker['median_answer_s']:.2f} s)"
+    elif "refused_503" in attacker:
+      title += f" ({attacker['refused_503']:,} × 503)"
+    rss = ""
+    if r.get("server_peak_above_idle_mb") is not None:
+      rss = (f"{r['server_peak_above_idle_mb']:.1f} MB = "
+             f"{r['peak_over_largest_accepted_body']:.2f}× the largest accepted body")
+    lat = r["latency_ms"]
+    rows.append(f"| {title} | {lat['p50']:.1f} ms | {lat['p99']:.1f} ms | {r['errors']} | "
+                f"{rss} |")
+  return rows
 
 
 def cpu_model():
@@ -400,7 +434,7 @@ def main():
                  "server_exit_code_after_sigterm": exit_code, "cpu_count": os.cpu_count(),
                  "cpu": cpu_model(), "load_average_at_start": load_at_start,
                  "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-                 "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+                 "versions": versions()})
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   write_json_atomic(args.out, result)
   write_markdown(os.path.splitext(args.out)[0] + ".md", result)

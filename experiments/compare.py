@@ -55,8 +55,9 @@ from experiments.common import DATASET_OF, Experiment, RunContext, run_workdir, 
 
 DEFAULT_METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
                    "latent_mixup", "latent_mixup_vae")
-# Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation.
-METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain",)
+# Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation, and
+# the robust-training methods of experiments/baselines.py.
+METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain", "trades", "mixup_at", "on_manifold_at")
 DEFAULT_SEEDS = (0, 1, 2)
 # The Latent-Mixup ablation family (experiments/latent_ablations.py), compared by
 # `ablation_fmnist` against ERM and against default Latent-Mixup.

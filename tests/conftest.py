@@ -17,6 +17,20 @@ from latmix_tf.data import formats, sources
 
 
 _BASES = {}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def doc_pages():
+  """{path relative to the repository: text} of README.md and every docs/*.md page: what
+  the README/docs tests read."""
+  import glob  # pylint: disable=import-outside-toplevel
+  paths = ["README.md"] + sorted(os.path.relpath(p, REPO)
+                                 for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+  out = {}
+  for rel in paths:
+    with open(os.path.join(REPO, rel), encoding="utf-8") as f:
+      out[rel] = f.read()
+  return out
 
 
 def make_images(rng, n, shape, num_classes=10):

@@ -17,7 +17,6 @@ names methods that comparison accepts, `--fetch_data` names datasets that exist.
 or a new command fails this test until it is added to one of the two lists.
 """
 
-import glob
 import json
 import os
 import re
@@ -27,6 +26,7 @@ import sys
 import experiments
 from experiments import compare
 from latmix_tf.data.sources import DATASETS
+from conftest import doc_pages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "main.py")
@@ -44,7 +44,7 @@ RUN_IN_TESTS = {
                                         "test_cli_unknown_experiment_lists_valid_names",
     "python main.py --evaluate=saved_models/erm_fmnist/seed_0": "tests/test_experiments.py::"
                                                                "test_cli_smoke_run_and_evaluate",
-    "python -m pytest -q -n 2 --dist loadgroup tests": ".ci/run",
+    "python -m pytest -q -n 2 --dist=loadgroup tests": ".ci/run",
 }
 # Long commands: checked to parse, not run.
 LONG = {
@@ -91,13 +91,7 @@ RUNNABLE = re.compile(r"(?:^|\s)(python3? (?:main\.py|benchmarks/\S+\.py|-m pyte
 
 
 def _pages():
-  paths = ["README.md"] + sorted(os.path.relpath(p, ROOT)
-                                 for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
-  out = {}
-  for rel in paths:
-    with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
-      out[rel] = f.read()
-  return out
+  return doc_pages()
 
 
 def _normalise(command):

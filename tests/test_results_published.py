@@ -16,6 +16,8 @@ import glob
 import os
 import re
 
+from conftest import doc_pages
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMED = re.compile(r"`((?:benchmarks/)?results/[A-Za-z0-9_]+)\.(?:\*|md)`")
 PATH = re.compile(r"(?<![\w/])(?:benchmarks/)?results/[A-Za-z0-9_./*]+")
@@ -24,13 +26,7 @@ RESULT_CELL = re.compile(r"±|%|\d\.\d\d")
 
 def _pages():
   """{path relative to the repository: lines} for README.md and docs/*.md."""
-  paths = ["README.md"] + sorted(os.path.relpath(p, ROOT)
-                                 for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
-  out = {}
-  for rel in paths:
-    with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
-      out[rel] = f.read().splitlines()
-  return out
+  return {rel: text.splitlines() for rel, text in doc_pages().items()}
 
 
 def _sections(lines):

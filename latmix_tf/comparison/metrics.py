@@ -23,6 +23,9 @@ METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mix
                  "fgsm_at": "FGSM-AT", "pgd_at": "PGD-AT", "gat": "GAT",
                  "latent_mixup": "Latent-Mixup (GAN)", "latent_mixup_vae": "Latent-Mixup (VAE)",
                  "latent_mixup_dcgan_plain": "Latent-Mixup (plain GAN)",
+                 # Robust training (experiments/baselines.py):
+                 "trades": "TRADES", "mixup_at": "IAT (mixup + PGD-AT)",
+                 "on_manifold_at": "on-manifold AT", "on_manifold_pgd_at": "on-manifold AT + PGD-AT",
                  # The ablation family (experiments/latent_ablations.py), one knob each:
                  "latent_mixup_frac05": "LM: mixed fraction 0.5",
                  "latent_mixup_alpha02": "LM: α = 0.2", "latent_mixup_alpha2": "LM: α = 2",

@@ -63,7 +63,8 @@ def digests(arrays: Sequence[np.ndarray]) -> Dict[str, object]:
   return {"sha256": total.hexdigest(), "arrays": each}
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+  """SHA-256 of a file's bytes, read in 1 MiB blocks (the data files, cached test sets)."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -81,7 +82,7 @@ def file_stamps(files: Sequence[str]) -> Dict[str, list]:
              if os.path.isdir(path) else [path])
     for p in sorted(paths):
       st = os.stat(p)
-      out[os.path.abspath(p)] = [st.st_size, st.st_mtime_ns, _file_sha256(p)]
+      out[os.path.abspath(p)] = [st.st_size, st.st_mtime_ns, file_sha256(p)]
   return out
 
 

@@ -36,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from latmix_tf.data.integrity import file_sha256
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.evaluation.corruptions import registry
 from latmix_tf.jsonio import read_json, write_json_atomic
@@ -105,14 +106,6 @@ def _file(name: str, severity: int) -> str:
   return f"{name}_s{severity}.npy"
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _load(folder: str, key: str, plan: List[Key],
           log: Callable[[str], None] = print) -> Optional[Dict[Key, np.ndarray]]:
   """The cached set if its manifest has this key and every file its recorded SHA-256."""
@@ -125,7 +118,7 @@ def _load(folder: str, key: str, plan: List[Key],
     return None
   try:
     for n, s in plan:
-      if _sha256(os.path.join(folder, _file(n, s))) != recorded.get(_file(n, s)):
+      if file_sha256(os.path.join(folder, _file(n, s))) != recorded.get(_file(n, s)):
         log(f"[corruptions] {os.path.join(folder, _file(n, s))} does not match the SHA-256 "
             f"recorded when it was written (damaged or edited); regenerating the set")
         return None
@@ -162,7 +155,7 @@ def corrupted_test_set(x_uint8: np.ndarray, spec: CorruptionSpec, cache_dir: Opt
     for (name, severity), images in sets.items():
       np.save(os.path.join(tmp, _file(name, severity)), images)
     write_json_atomic(os.path.join(tmp, MANIFEST), {
-        "sha256": {_file(n, s): _sha256(os.path.join(tmp, _file(n, s))) for n, s in plan},
+        "sha256": {_file(n, s): file_sha256(os.path.join(tmp, _file(n, s))) for n, s in plan},
         "key": key, "spec": dataclasses.asdict(spec), "plan": plan,
         "version": registry.CORRUPTION_VERSION, "samples": int(len(next(iter(sets.values())))),
         "data_fingerprint": array_fingerprint(np.asarray(x_uint8)[:spec.samples])})
