@@ -47,6 +47,7 @@ from latmix_tf.comparison import label, publish_summary, write_comparison_report
 from latmix_tf.comparison.costs import (finished_records, generative_seconds, member_cost,
                                         remaining_seconds)
 from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
+from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
@@ -82,6 +83,8 @@ class CompareConfig:
   references: Tuple[str, ...] = ("erm",)    # one report against each, the first in workdir
   title: str = "method comparison"
   executor: Optional[ExecutorConfig] = None  # None: sequential, in this process
+  # Declared before the run: primary family, corrections, TOST margins (report header).
+  protocol: StatsProtocol = DEFAULT_PROTOCOL
 
 
 def select_methods(requested: Optional[Sequence[str]], default: Sequence[str] = DEFAULT_METHODS,
@@ -257,7 +260,8 @@ def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir, co
       f"Every method trained with its own experiment's recipe at scale `{cfg.scale}` "
       f"(requested seeds: {', '.join(map(str, seeds))}; the tables hold the runs finished so "
       f"far) and evaluated on its exported SavedModel.",
-      reference=reference, robust_eps=eps, sample_grid=grid, notes=notes, member_costs=costs)
+      reference=reference, robust_eps=eps, sample_grid=grid, notes=notes, member_costs=costs,
+      protocol=cfg.protocol)
 
 
 def _make(dataset_key: str) -> Experiment:

@@ -143,7 +143,7 @@ def test_holm_correction_decides_the_wording():
   assert not any(r["significant"] for r in tested)
   text = " ".join(comparison.conclusions(rows))
   assert text.count("higher clean accuracy only before correction") == 3
-  assert "significantly" not in text and "over the 3 tests above" in text
+  assert "significantly" not in text and "secondary family Holm over 3 tests" in text
 
 
 def test_report_files_and_wording(tmp_path):

@@ -272,7 +272,7 @@ def test_comparison_tests_the_new_headline_columns_and_the_relative_corruption_e
   family = summary.family_metrics(keys, robust_eps=0.1)
   assert set(family) == set(head)  # every headline column is in the Holm family
   rows = summary.summarize(runs, robust_eps=0.1)
-  tested = [r for r in rows if r["in_family"] and np.isfinite(r["p_vs_ref"])]
+  tested = [r for r in rows if r["family"] and np.isfinite(r["p_vs_ref"])]
   assert {r["metric"] for r in tested} >= {"autoattack/Linf@0.1/robust_accuracy",
                                             "calibration/brier", "corruption/mca"}
   assert all(r["p_holm"] >= r["p_vs_ref"] for r in tested)

@@ -11,7 +11,9 @@ the reference method (ERM). The conclusion is worded only as strongly as that te
 `latmix_tf.runner.train_and_evaluate` ("test/accuracy", "blur/acc@1.0", "pgd/acc@0.1", ...).
 
   metrics.py   which metrics, their labels, units and better direction
+  protocol.py  the declared statistics protocol: primary family, Holm per family, TOST margins
   summary.py   per (method, metric) rows: mean, CI, paired test; the conclusion sentences
+  diagnostics.py  gradient-masking flags per member; corruptions where a model collapses
   figures.py   blur / attack curves with CI bands, ρ_adv bars, accuracy-vs-robustness
   report.py    results.csv, results.json, report.md
   costs.py     what each member cost (wall / CPU seconds, CPU model), from its stage records

@@ -18,6 +18,7 @@ from latmix_tf.plotting import save_figure
 
 from latmix_tf.comparison.metrics import at_value, headline_metrics
 from latmix_tf.comparison.metrics import label as method_label
+from latmix_tf.comparison.protocol import PRIMARY_MARK, SECONDARY_MARK, marks
 
 # (x values, mean, CI half-width) of one method's curve; half-widths may be nan (n = 1).
 Curve = Tuple[Sequence[float], Sequence[float], Sequence[float]]
@@ -73,8 +74,8 @@ def curves_with_bands(curves: Dict[str, Curve], path: str, xlabel: str, ylabel: 
 
 
 def bars_with_ci(labels: Sequence[str], means: Sequence[float], halves: Sequence[float],
-                 significant: Sequence[bool], path: str, ylabel: str, title: str) -> str:
-  """A bar per method with 95% CI error bars; '*' above bars that differ from the reference."""
+                 bar_marks: Sequence[str], path: str, ylabel: str, title: str) -> str:
+  """A bar per method with 95% CI error bars and its report marks (†, ‡, ≈) above it."""
   fig = Figure(figsize=(max(4.5, 0.75 * len(labels) + 1.5), 3.8))
   ax = fig.add_subplot(1, 1, 1)
   colors = _colors(labels)
@@ -82,9 +83,10 @@ def bars_with_ci(labels: Sequence[str], means: Sequence[float], halves: Sequence
   means_a, halves_a = np.asarray(means, np.float64), _zero_nan(halves)
   ax.bar(x, means_a, yerr=halves_a, capsize=4, color=[colors[l] for l in labels],
          edgecolor="black", linewidth=0.5)
-  for i, sig in enumerate(significant):
-    if sig:
-      ax.text(x[i], means_a[i] + halves_a[i], "*", ha="center", va="bottom", fontsize=13)
+  for i, mark in enumerate(bar_marks):
+    if mark.strip():
+      ax.text(x[i], means_a[i] + halves_a[i], mark.strip(), ha="center", va="bottom",
+              fontsize=11)
   top = np.nanmax(means_a + halves_a) if len(labels) else 1.0
   ax.set_ylim(0, 1.15 * top if np.isfinite(top) and top > 0 else 1.0)
   ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
@@ -158,7 +160,7 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
   """Writes the comparison's PNGs into `out_dir` from `summary.summarize` rows.
 
   blur_curves.png (accuracy vs σ, CI bands), attack_curves.png (FGSM and PGD accuracy vs ε),
-  rho_adv.png (bars with CI error bars, * = significant vs the reference) and
+  rho_adv.png (bars with CI error bars and the report's marks) and
   accuracy_vs_robustness.png (clean accuracy against ρ_adv and PGD accuracy). A figure
   whose metrics no run recorded is skipped. Returns the paths written.
   """
@@ -185,10 +187,11 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
     figs.append(bars_with_ci(
         [method_label(m) for m in methods], [r["mean"] for r in rs],
         [r["ci95_half_width"] for r in rs],
-        [r["significant"] for r in rs], os.path.join(out_dir, "rho_adv.png"),
+        [marks(r) for r in rs], os.path.join(out_dir, "rho_adv.png"),
         "ρ_adv = mean ‖r‖₂ / ‖x‖₂ (DeepFool)",
         f"{title}\nDeepFool robustness (error bars: 95% CI over seeds;\n"
-        f"* differs from {method_label(reference)}: paired t-test, Holm-adjusted p < 0.05)"))
+        f"vs {method_label(reference)}, paired t-test, Holm-adjusted p < α: "
+        f"{PRIMARY_MARK} primary family, {SECONDARY_MARK} secondary)"))
   pgd = [k for k in headline_metrics([r["metric"] for r in rows], robust_eps)
          if k.startswith("pgd/")]
   panels = []

@@ -4,30 +4,37 @@ results.csv is long format so it loads straight into a spreadsheet or pandas: fo
 and metric, the aggregated row (seed "all": mean, CI, paired test) followed by one row per
 seed (its value and, where the reference ran that seed, its paired difference);
 results.json adds every per-seed metric and the conclusion;
-report.md is what a reader opens first: conclusion, main table, paired tests, all metrics,
+report.md is what a reader opens first: the declared statistics protocol and what each mark
+means, conclusion, main table, paired tests (family, Holm, TOST), gradient-masking flags,
+the per-corruption table with mCA with and without collapsed corruptions, all metrics,
 figures. The JSON is written without TensorFlow so reports can be rebuilt on any machine.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import shutil
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf import html_report
+from latmix_tf.comparison import diagnostics
 from latmix_tf.comparison.costs import cost_table
 from latmix_tf.comparison.figures import comparison_figures
 from latmix_tf.comparison.hparams import export_hparams
 from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_label,
                                           report_metrics, with_relative_corruption_error)
+from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol, marks
 from latmix_tf.comparison.summary import conclusions, index, summarize
 from latmix_tf.jsonio import write_json_atomic
 
 CSV_FIELDS = ("method", "seed", "metric", "n", "mean", "std", "ci95_half_width", "ci95_low",
               "ci95_high", "diff_vs_ref", "diff_ci95_half_width", "p_vs_ref", "n_pairs",
-              "in_family", "p_holm", "significant", "seeds", "values")
+              "family", "p_holm", "significant", "margin", "tost_p", "equivalent",
+              "diff_vs_robust_ref", "p_vs_robust_ref", "p_holm_vs_robust_ref",
+              "significant_vs_robust_ref", "seeds", "values")
 # The six columns of the answer (README, "At a glance"): accuracy, the strongest attack, the
 # common corruptions, blur, DeepFool and calibration; "autoattack" is the headline L∞ budget.
 GLANCE = ("test/accuracy", "autoattack", "corruption/mca", "blur/area", "deepfool/rho_adv",
@@ -51,28 +58,27 @@ def csv_rows(rows: Sequence[Dict], reference: str) -> List[Dict[str, Any]]:
       paired = seed in ref_at and math.isfinite(ref_at[seed])
       out.append({"method": r["method"], "seed": seed, "metric": r["metric"], "n": 1,
                   "mean": value, "diff_vs_ref": value - ref_at[seed] if paired else "",
-                  "n_pairs": int(paired), "in_family": r["in_family"], "seeds": seed,
+                  "n_pairs": int(paired), "family": r["family"], "seeds": seed,
                   "values": repr(value)})
   return out
 
 
 def _cell(r: Optional[Dict]) -> str:
-  """ "mean ± half-width" (+ † when significant vs the reference); n/a CI with one seed."""
+  """ "mean ± half-width" + the row's marks (`protocol.marks`); n/a CI with one seed."""
   if r is None or r["n"] == 0:
     return "–"
   half = r["ci95_half_width"]
   ci = fmt(r["metric"], half) if math.isfinite(half) else "n/a"
-  return f"{fmt(r['metric'], r['mean'])} ± {ci}{' †' if r['significant'] else ''}"
+  return f"{fmt(r['metric'], r['mean'])} ± {ci}{marks(r)}"
 
 
 def _diff_cell(r: Optional[Dict]) -> str:
-  """ "difference ± half-width of its 95% CI" (+ † when significant), in display units."""
+  """ "difference ± half-width of its 95% CI" + the row's marks, in display units."""
   if r is None or r["n_pairs"] == 0:
     return "–"
   half = r.get("diff_ci95_half_width", float("nan"))
   ci = fmt(r["metric"], half) if math.isfinite(half) else "n/a"
-  return (f"{fmt(r['metric'], r['diff_vs_ref'], True)} ± {ci}"
-          f"{' †' if r['significant'] else ''}")
+  return f"{fmt(r['metric'], r['diff_vs_ref'], True)} ± {ci}{marks(r)}"
 
 
 def glance_tables(rows: Sequence[Dict], methods: Sequence[str], reference: str,
@@ -124,19 +130,51 @@ def mixes_table(rows: Sequence[Dict], methods: Sequence[str]) -> List[str]:
            for m in mixing])
 
 
+def _p(v: float) -> str:
+  return f"{v:.4f}" if math.isfinite(v) else "n/a"
+
+
+def _paired_tests(rows, methods, reference, head, protocol, alpha) -> List[str]:
+  """The paired-test table: each headline test with its family, Holm p and TOST verdict, then
+  the robust methods' primary tests against the robust reference."""
+  idx = index(rows)
+  lines = ["| method | metric | family | mean difference ± 95% CI | p | Holm-adjusted p "
+           f"(within family) | TOST p (margin) | paired seeds | significant (α={alpha}) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for m in methods:
+    for k in head if m != reference else ():
+      r = idx[(m, k)]
+      tost = (f"{_p(r['tost_p'])} (±{fmt(k, r['margin'], True).lstrip('+')})"
+              if math.isfinite(r["margin"]) else "–")
+      sig = "yes" if r["significant"] else "no"
+      lines.append(f"| {label(m)} | {metric_label(k)} | {r['family'] or '–'} | "
+                   f"{_diff_cell(dict(r, significant=False, equivalent=False))} | "
+                   f"{_p(r['p_vs_ref'])} | {_p(r['p_holm'])} | {tost} | {r['n_pairs']} | "
+                   f"{sig} |")
+  robust = [r for r in rows if math.isfinite(r["p_vs_robust_ref"])]
+  if robust:
+    lines += ["", f"Primary-family tests against {label(protocol.robust_reference)}:", "",
+              "| method | metric | mean difference | p | Holm-adjusted p (primary) | "
+              "significant |", "|---|---|---|---|---|---|"]
+    lines += [f"| {label(r['method'])} | {metric_label(r['metric'])} | "
+              f"{fmt(r['metric'], r['diff_vs_robust_ref'], True)} | {_p(r['p_vs_robust_ref'])} "
+              f"| {_p(r['p_holm_vs_robust_ref'])} | "
+              f"{'yes' if r['significant_vs_robust_ref'] else 'no'} |" for r in robust]
+  return lines
+
+
 def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figures, notes,
-              concl, costs) -> str:
+              concl, costs, protocol, masking, collapsed) -> str:
   idx, methods = index(rows), list(runs)
   seeds = sorted({int(s) for per in runs.values() for s in per})
   lines = [f"# {title}", "", description.strip(), "",
            f"Methods: {', '.join(label(m) for m in methods)}. Seeds: "
            f"{', '.join(map(str, seeds))}. Each cell is the mean over seeds ± the half-width "
            f"of its 95% Student-t confidence interval (n-1 degrees of freedom; n/a with one "
-           f"seed). † marks a difference from {label(reference)} in a two-sided paired "
-           f"t-test on the per-seed differences: for the main-table metrics with Holm-adjusted "
-           f"p < {alpha} over all of them (family-wise), for the other metrics with "
-           f"uncorrected p < {alpha} (exploratory). Accuracies in %.", "",
-           "## Conclusion", ""]
+           f"seed); tests compare with {label(reference)} by two-sided paired t-tests on the "
+           f"per-seed differences. Accuracies in %.", ""]
+  lines += [line for par in protocol.header(reference) for line in (par, "")]
+  lines += ["## Conclusion", ""]
   lines += [f"- {c}" for c in concl]
   keys = report_metrics(runs)
   head = headline_metrics(keys, robust_eps)
@@ -148,17 +186,18 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
     lines.append(f"| {label(m)} | {len(runs[m])} | " +
                  " | ".join(_cell(idx.get((m, k))) for k in head) + " |")
   if reference in runs and len(methods) > 1:
-    lines += ["", f"## Paired t-tests against {label(reference)}", "",
-              "| method | metric | mean difference ± 95% CI | p | Holm-adjusted p | paired seeds | "
-              f"significant (α={alpha}, Holm) |", "|---|---|---|---|---|---|---|"]
-    for m in methods:
-      for k in head if m != reference else ():
-        r = idx[(m, k)]
-        p, ph = (f"{v:.4f}" if math.isfinite(v) else "n/a"
-                 for v in (r["p_vs_ref"], r["p_holm"]))
-        sig = ("yes" if r["significant"] else "no") if r["in_family"] else "(not in family)"
-        lines.append(f"| {label(m)} | {metric_label(k)} | {_diff_cell(dict(r, significant=False))} | "
-                     f"{p} | {ph} | {r['n_pairs']} | {sig} |")
+    lines += ["", f"## Paired t-tests against {label(reference)}", ""]
+    lines += _paired_tests(rows, methods, reference, head, protocol, alpha)
+  lines += ["", "## Gradient-masking flags", "",
+            f"Per member, at each ε where both ran: a gain over {label(reference)} (same seed) "
+            "under FGSM that PGD does not show; PGD accuracy above FGSM's; PGD accuracy "
+            f"≥ {100 * protocol.masking_pgd_gap:.0f} points above AutoAttack's (L∞); Square "
+            "(black-box) breaking images the white-box attacks left. A flagged member's gains "
+            "under attack are not worded as robustness.", ""]
+  lines += diagnostics.masking_table(masking) or ["No member shows any of these patterns."]
+  corr = diagnostics.corruption_table(rows, methods, collapsed, _cell)
+  if corr:
+    lines += ["", "## Corruptions: per-corruption accuracy and collapse to one class", ""] + corr
   lines += ["", "## All metrics", "", "| metric | " + " | ".join(map(label, methods)) + " |",
             "|---|" + "---|" * len(methods)]
   for k in keys:
@@ -177,10 +216,12 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
 
 def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: str,
                             description: str = "", reference: str = "erm",
-                            alpha: float = 0.05, robust_eps: Optional[float] = None,
+                            alpha: Optional[float] = None, robust_eps: Optional[float] = None,
                             sample_grid: Optional[str] = None,
                             notes: Sequence[str] = (),
-                            member_costs: Sequence[Mapping] = ()) -> Dict[str, Any]:
+                            member_costs: Sequence[Mapping] = (),
+                            protocol: Optional[StatsProtocol] = None,
+                            class_shares: Optional[Sequence[float]] = None) -> Dict[str, Any]:
   """Writes results.csv, results.json, report.md and the PNGs into `out_dir`.
 
   Args:
@@ -188,11 +229,14 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
     runs: {method: {seed: metrics}}; the tables list methods in this order.
     title / description: report heading and its first paragraph.
     reference: the method every other one is tested against (ERM).
-    alpha: family-wise significance level of the paired t-tests (Holm-adjusted).
+    alpha: family-wise level of each Holm family (default: the protocol's).
     robust_eps: ε of the headline FGSM / PGD columns (default: the largest evaluated).
     sample_grid: a latent-mixed sample PNG, copied in as `latent_mixed_grid.png`.
     notes: extra bullet points (cost caveats, provenance).
     member_costs: `costs.member_cost` rows with "method" and "seed", tabled per member.
+    protocol: the declared statistics protocol (default `protocol.DEFAULT_PROTOCOL`).
+    class_shares: each class's share of the test set, to name corruptions where a model
+      answers one class (without it, a constant accuracy over seeds names them).
   Returns:
     {"csv": path, "json": path, "markdown": path, "figures": [paths]}.
   Raises:
@@ -205,9 +249,14 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
     raise FileNotFoundError(f"latent-mixed sample grid {sample_grid} does not exist; run the "
                             "latent_mixup experiment first or pass sample_grid=None.")
   os.makedirs(out_dir, exist_ok=True)
+  protocol = protocol or DEFAULT_PROTOCOL
+  alpha = protocol.alpha if alpha is None else alpha
   runs = with_relative_corruption_error(runs, reference)  # mCE-style ratio vs the reference
-  rows = summarize(runs, reference, alpha=alpha, robust_eps=robust_eps)
-  concl = conclusions(rows, reference, alpha, robust_eps)
+  collapsed = diagnostics.collapsed_corruptions(runs, class_shares, protocol)
+  runs = diagnostics.with_mca_without_collapsed(runs, collapsed)
+  masking = diagnostics.masking_flags(runs, reference, protocol)
+  rows = summarize(runs, reference, alpha=alpha, robust_eps=robust_eps, protocol=protocol)
+  concl = conclusions(rows, reference, alpha, robust_eps, protocol, masking)
   figs = [os.path.basename(f) for f in comparison_figures(rows, out_dir, title, reference,
                                                           robust_eps)]
   if sample_grid:
@@ -221,6 +270,8 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   json_path = os.path.join(out_dir, "results.json")
   write_json_atomic(json_path, {
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
+      "protocol": dataclasses.asdict(protocol), "masking_flags": masking,
+      "collapsed_corruptions": collapsed,
       "summary": rows,  # write_json_atomic turns nan into null
       "per_seed": {m: {str(s): {k: v for k, v in met.items() if isinstance(v, (int, float))}
                        for s, met in per.items()} for m, per in runs.items()},
@@ -228,7 +279,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   md_path = os.path.join(out_dir, "report.md")
   with open(md_path, "w") as f:
     f.write(_markdown(rows, runs, title, description, reference, alpha, robust_eps, figs,
-                      notes, concl, member_costs))
+                      notes, concl, member_costs, protocol, masking, collapsed))
   html_path = html_report.write_html(md_path)  # self-contained, sortable tables
   tensorboard_dir = export_hparams(out_dir, runs)  # HParams dashboard: trial = method config
   return {"csv": csv_path, "json": json_path, "markdown": md_path, "html": html_path,
