@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import gc
 import signal
-import threading
+import time
 from typing import Callable, Dict, Optional
 
 _flushing_print = functools.partial(print, flush=True)  # lines appear even when piped
@@ -48,21 +48,23 @@ def serve(models: Dict[str, str], config: Optional[ServerConfig] = None,
   app = load_app(models, config, model_config_file)
   gc.collect()
   gc.freeze()
-  stop, received, box = threading.Event(), [], {}
+  received, box = [], {}
 
+  # The handler takes no lock: it runs in the main thread between two bytecodes, and
+  # `threading.Event.set()` from here deadlocks when the signal lands inside the main thread's
+  # own `Event.wait()` while that holds the event's lock. The main thread polls `received`.
   def on_signal(signum, _frame):
     if not received and "handle" in box:
       box["handle"].stop_accepting()
     received.append(signal.Signals(signum).name)
-    stop.set()
 
   previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     box["handle"] = handle = listen(app, config, log)
     if received:  # a signal came while the socket was being opened
       handle.stop_accepting()
-    while not stop.wait(0.5):
-      pass
+    while not received:
+      time.sleep(0.1)
     log(f"serving: {received[0]} received, listening socket closed, finishing in-flight "
         f"requests")
   finally:
