@@ -25,13 +25,13 @@ def counting(record: Dict[str, Any], write: Optional[Callable[[Dict[str, Any]], 
   stages resume at least once; counting only the attempt that finished under-reported a
   resumed PGD-AT classifier by 3.5x."""
   base_s, base_c = record["seconds"], record["cpu_seconds"]
-  t0, c0 = time.time(), time.process_time()
+  t0, c0 = time.perf_counter(), time.process_time()
   stop = threading.Event()
   guard = threading.Lock()
 
   def tick(persist: bool) -> None:
     with guard:
-      record.update(seconds=base_s + time.time() - t0,
+      record.update(seconds=base_s + time.perf_counter() - t0,
                     cpu_seconds=base_c + time.process_time() - c0)
       if persist and write is not None:
         write(dict(record))

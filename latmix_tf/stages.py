@@ -270,10 +270,12 @@ def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> Sta
             "seconds": float((old or {}).get("seconds", 0.0) or 0.0),
             "cpu_seconds": float((old or {}).get("cpu_seconds", 0.0) or 0.0), "outputs": {},
             "versions": _versions(), "host": _host()}
-  if chief:
-    os.makedirs(stage.directory, exist_ok=True)
-    _write(stage, record)
+  # The clock starts before the "building" record is first written: a signal that lands once
+  # a reader can see "building" is inside the clock, so the attempt's cost is always kept.
   with stage_clock.counting(record, (lambda r: _write(stage, r)) if chief else None):
+    if chief:
+      os.makedirs(stage.directory, exist_ok=True)
+      _write(stage, record)
     value, outputs = build(resume)
   record.update(state="done", outputs=outputs)
   if chief:
