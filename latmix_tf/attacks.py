@@ -21,7 +21,7 @@ from typing import Callable, Optional, Union
 
 import tensorflow as tf
 
-from latmix_tf.training.method import soft_cross_entropy  # the one definition, shared
+from latmix_tf.losses import soft_cross_entropy  # the one definition, shared
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 Scalar = Union[float, tf.Tensor]

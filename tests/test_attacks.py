@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from latmix_tf import attacks
-from latmix_tf.training.method import soft_cross_entropy
+from latmix_tf.losses import soft_cross_entropy
 
 
 def _linear_model(num_classes=3, shape=(6, 6, 1), seed=0):

@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
-from latmix_tf.training import mixing
+from latmix_tf import mixing
 
 SEED = tf.constant([3, 11], tf.int64)
 

@@ -17,8 +17,10 @@ from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.generative import build_generative_model
 from latmix_tf.latent.on_manifold import OnManifoldAT, latent_pgd
 from latmix_tf.models.classifiers import build_classifier
+from latmix_tf import mixing
+from latmix_tf.losses import soft_cross_entropy
 from latmix_tf.training import (METHODS, ERM, AdversarialConfig, AdversarialTraining, Mixup,
-                                MixupConfig, build_method, mixing, soft_cross_entropy, train)
+                                MixupConfig, build_method, train)
 from latmix_tf.training.interpolated_at import MixupAT, MixupATConfig
 from latmix_tf.training.trades import Trades, TradesConfig, kl_pgd, paper_inner_loop
 

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from latmix_tf import checkpointing, stage_clock, stages, workdir_lock
-from latmix_tf.training.epochs import EpochLoop
+from latmix_tf.epochs import EpochLoop
 
 
 class Counter:

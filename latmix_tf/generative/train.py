@@ -33,7 +33,7 @@ from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
                                          generator_checkpoint_hash, save_image_grid)
 from latmix_tf.generative.health import HealthGuard, check_health, pixel_diversity
-from latmix_tf.training.epochs import EpochLoop
+from latmix_tf.epochs import EpochLoop
 
 SAMPLES_DIR = "samples"
 GRID_SEED = 1234  # fixed noise of the per-epoch sample grids

@@ -28,7 +28,7 @@ from latmix_tf.data.pipeline import to_float
 from latmix_tf.latent.inversion import psnr_from_mse
 from latmix_tf.models.dcgan import sample_prior
 from latmix_tf.models.encoder import InversionEncoder, build_encoder
-from latmix_tf.training.epochs import EpochLoop
+from latmix_tf.epochs import EpochLoop
 
 ENCODER_FIELDS = ("encoder_epochs", "encoder_steps_per_epoch", "encoder_learning_rate",
                   "encoder_batch_size", "encoder_recon_weight", "encoder_base_filters")

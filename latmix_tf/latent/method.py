@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf.config import LatentMixupConfig  # noqa: F401 (re-exported; defined with the configs)
-from latmix_tf.training import mixing
+from latmix_tf import mixing
 from latmix_tf.training.method import Method
 
 # "self" pairs every image with itself: z = z_i whatever λ, label one-hot - training on the

@@ -25,9 +25,10 @@ import tensorflow as tf
 
 from latmix_tf.config import LatentMixupConfig, OnManifoldATConfig
 from latmix_tf.latent.method import LatentMixup, PairSampler, latent_mix_dataset
-from latmix_tf.training import mixing
+from latmix_tf import mixing
 from latmix_tf.training.adversarial import AdversarialTraining
-from latmix_tf.training.method import Method, MethodContext, soft_cross_entropy
+from latmix_tf.losses import soft_cross_entropy
+from latmix_tf.training.method import Method, MethodContext
 
 
 def latent_pgd(logits_fn: Callable, decode: Callable, z: tf.Tensor, y: tf.Tensor, eta: float,

@@ -4,6 +4,6 @@ from latmix_tf.training.adversarial import AdversarialConfig, AdversarialTrainin
 from latmix_tf.training.gat import GAT, GATConfig
 from latmix_tf.training.loop import Trainer, train
 from latmix_tf.training.manifold_mixup import ManifoldMixup, ManifoldMixupConfig
-from latmix_tf.training.method import ERM, ERMConfig, Method, MethodContext, soft_cross_entropy
+from latmix_tf.training.method import ERM, ERMConfig, Method, MethodContext
 from latmix_tf.training.mixup import Mixup, MixupConfig
 from latmix_tf.training.registry import METHODS, build_method

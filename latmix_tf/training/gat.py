@@ -43,7 +43,8 @@ import keras
 import tensorflow as tf
 
 from latmix_tf import attacks
-from latmix_tf.training.method import Method, soft_cross_entropy
+from latmix_tf.losses import soft_cross_entropy
+from latmix_tf.training.method import Method
 
 GENERATOR_LOSSES = ("probability", "cross_entropy")
 

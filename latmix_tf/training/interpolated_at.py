@@ -26,7 +26,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from latmix_tf.training import mixing
+from latmix_tf import mixing
 from latmix_tf.training.adversarial import (AdversarialConfig, AdversarialTraining,
                                             clean_and_adversarial_batch)
 from latmix_tf.training.method import Method

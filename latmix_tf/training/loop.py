@@ -17,7 +17,7 @@ worker builds the same global batch and keeps its replicas' slices, so a global 
 same examples whatever the number of workers (the input is in-memory arrays, cheap to
 rebuild; `distribute_datasets_from_function` would need each worker to cut its own slice).
 
-Resume, record-then-checkpoint and chief/worker saves are `training/epochs.EpochLoop`'s,
+Resume, record-then-checkpoint and chief/worker saves are `latmix_tf/epochs.EpochLoop`'s,
 shared with the generator and encoder training: the epoch's batches are a pure function of
 (seed, epoch) (see data/pipeline.py) and the step seeds of (seed, optimizer step), so a
 killed run restarted with the same command continues from the last readable checkpoint and
@@ -36,8 +36,9 @@ import tensorflow as tf
 from latmix_tf import distribute
 from latmix_tf.config import DataConfig, TrainConfig
 from latmix_tf.data.pipeline import Splits, eval_dataset, train_dataset
-from latmix_tf.training.epochs import EpochLoop
-from latmix_tf.training.method import Method, soft_cross_entropy
+from latmix_tf.epochs import EpochLoop
+from latmix_tf.losses import soft_cross_entropy
+from latmix_tf.training.method import Method
 
 
 

@@ -31,11 +31,6 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import tensorflow as tf
 
 
-def soft_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """Per-example cross-entropy against soft labels: -sum_c y_c log softmax(logits)_c."""
-  return -tf.reduce_sum(labels * tf.nn.log_softmax(logits, axis=-1), axis=-1)
-
-
 @dataclasses.dataclass(frozen=True)
 class MethodContext:
   """What a method factory may use besides its config (all optional for plain methods).

@@ -16,7 +16,7 @@ from typing import Tuple
 
 import tensorflow as tf
 
-from latmix_tf.training import mixing
+from latmix_tf import mixing
 from latmix_tf.training.method import Method
 
 
