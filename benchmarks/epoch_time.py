@@ -33,7 +33,7 @@ from experiments import get as get_experiment  # pylint: disable=wrong-import-po
 from latmix_tf import hardware  # pylint: disable=wrong-import-position
 from latmix_tf.data import load_dataset, make_splits  # pylint: disable=wrong-import-position
 from latmix_tf.generative import build_generative_model  # pylint: disable=wrong-import-position
-from latmix_tf.latent.method import LatentMixup  # pylint: disable=wrong-import-position
+from latmix_tf.training.latent_mixup import LatentMixup  # pylint: disable=wrong-import-position
 from latmix_tf.models.classifiers import build_classifier  # pylint: disable=wrong-import-position
 from latmix_tf.training import ERM, train  # pylint: disable=wrong-import-position
 

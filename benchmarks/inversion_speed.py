@@ -40,13 +40,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
-from latmix_tf.config import DataConfig, GeneratorConfig, InversionConfig
+from latmix_tf.config import DataConfig
+from latmix_tf.generative.config import GeneratorConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf import stages
 from latmix_tf.export import write_json_atomic
 from latmix_tf.generative import generator_stage
-from latmix_tf.latent.encoder import encoder_stage
+from latmix_tf.latent.encoder_stage import encoder_stage
 from latmix_tf.latent.inversion import Inverter, inversion_start
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",

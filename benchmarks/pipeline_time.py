@@ -117,7 +117,7 @@ def classifier_epoch(exp_name, steps, method_factory=None):
 
 def _latent_factory(cfg, splits):
   from latmix_tf.generative import build_generative_model  # pylint: disable=import-outside-toplevel
-  from latmix_tf.latent.method import LatentMixup  # pylint: disable=import-outside-toplevel
+  from latmix_tf.training.latent_mixup import LatentMixup  # pylint: disable=import-outside-toplevel
   gm = build_generative_model(cfg.method.generator, splits.x_train.shape[1:], seed=0)
   bank = types.SimpleNamespace(z=gm.sample_prior(len(splits.x_train), 0).numpy(),
                                labels=splits.y_train)

@@ -134,7 +134,7 @@ def stage_bank(args, logdir):
 
 def stage_classifier(args, logdir):
   from latmix_tf.generative import build_generative_model  # pylint: disable=import-outside-toplevel
-  from latmix_tf.latent.method import LatentMixup  # pylint: disable=import-outside-toplevel
+  from latmix_tf.training.latent_mixup import LatentMixup  # pylint: disable=import-outside-toplevel
   from latmix_tf.models.classifiers import build_classifier  # pylint: disable=import-outside-toplevel
   from latmix_tf.training.loop import Trainer  # pylint: disable=import-outside-toplevel
   cfg = _cfg()

@@ -15,6 +15,11 @@ optimizer, epochs, export and evaluation); only the method object differs.
                        generator (its generator and bank stages, shared)
   on_manifold_pgd_at_fmnist  the same, half of the loss on input-space PGD-7 examples (the
                        paper's combination; Fashion-MNIST only)
+  latent_mixup_at_{ds} interpolated adversarial training on latent mixes: latent_mixup_{ds}'s
+                       batches (real + decoded mixes, its generator and bank stages, shared)
+                       and pgd_at's step, clean and adversarial rows 50/50 - a composition
+                       (`training.compose`), no class of its own
+  latent_mixup_vae_at_fmnist  the same on latent_mixup_vae_fmnist's VAE (Fashion-MNIST only)
 with ds in {mnist, fmnist, cifar10}; ε = 0.1 on MNIST / Fashion-MNIST and 8/255 on CIFAR-10
 (`latmix_tf.training.adversarial.DEFAULT_EPSILON`), the same ε the evaluation attacks at.
 
@@ -35,8 +40,9 @@ defaults: choose them on the validation split, not the test set.
 
 import dataclasses
 
-from latmix_tf.config import OnManifoldATConfig
-from latmix_tf.training import AdversarialConfig, GATConfig, ManifoldMixupConfig, MixupConfig
+from latmix_tf.training.on_manifold_at import OnManifoldATConfig
+from latmix_tf.training import (AdversarialConfig, ComposedConfig, GATConfig,
+                                ManifoldMixupConfig, MixupConfig)
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 from latmix_tf.training.interpolated_at import MixupATConfig
 from latmix_tf.training.trades import TradesConfig, paper_inner_loop
@@ -79,6 +85,14 @@ def _method(kind: str, dataset_key: str, scale: str):
                            if kind == "on_manifold_pgd_at" else None),
         generator=latent_mixup.generator_config("dcgan", dataset, scale),
         inversion=latent_mixup.inversion_config(scale, "dcgan"))
+  if kind in ("latent_mixup_at", "latent_mixup_vae_at"):
+    # IAT with the latent-mixed batch in place of input mixup: the registered Latent-Mixup
+    # recipe as the batch source, mixup_at's attack and 50/50 weighting as the step.
+    generator = "vae" if kind == "latent_mixup_vae_at" else "dcgan"
+    source = latent_mixup.EXPERIMENTS[latent_mixup.experiment_name(generator, dataset_key)]
+    return ComposedConfig(name="latent_mixup_at",
+                          source=source.get_config(scale=scale).method,
+                          step=_method("mixup_at", dataset_key, scale).adversarial)
   raise ValueError(f"Unknown baseline {kind!r}.")
 
 
@@ -94,6 +108,10 @@ DESCRIPTIONS = {
                       "latent space of the DCGAN, ||delta||_inf <= 0.3.",
     "on_manifold_pgd_at": "On-manifold adversarial training (Stutz et al. 2019) + input-space "
                           "PGD-7, 50/50.",
+    "latent_mixup_at": "Interpolated adversarial training on latent mixes: Latent-Mixup's "
+                       "batches (DCGAN + recall term) and their PGD-7 examples, 50/50.",
+    "latent_mixup_vae_at": "Interpolated adversarial training on latent mixes: Latent-Mixup's "
+                           "batches (VAE) and their PGD-7 examples, 50/50.",
 }
 
 
@@ -111,7 +129,7 @@ def _make(kind: str, dataset_key: str) -> Experiment:
 # The combination on-manifold + input-space PGD-AT is a config of on_manifold_at; it is
 # registered for Fashion-MNIST only, the dataset of the robust-training screening (each
 # registered experiment adds a smoke run to the test suite).
-DATASETS_OF_KIND = {"on_manifold_pgd_at": ("fmnist",)}
+DATASETS_OF_KIND = {"on_manifold_pgd_at": ("fmnist",), "latent_mixup_vae_at": ("fmnist",)}
 
 EXPERIMENTS = {e.name: e for e in (_make(kind, ds) for kind in DESCRIPTIONS
                                    for ds in DATASETS_OF_KIND.get(kind, DATASET_KEYS))}

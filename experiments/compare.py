@@ -24,16 +24,13 @@ and reported at once, an unfinished one resumes from its last checkpoint. The re
 at quick / full scale, its copy in --results_dir) is rewritten after every member trained,
 so a run stopped at any point leaves the comparison of everything finished so far. Do not
 repeat --rebuild on the rerun.
-Executors (`--executor`, `latmix_tf.comparison.executors`): `sequential` (the default) runs
-the members one after another in this process; `ray` runs each unfinished member as a Ray
-task in its own process - on a local Ray with this machine's cores, or on the cluster at
-`--ray_address` (docs/scaling.md) - `--concurrent_members` at once (default: one per GPU, else
-one per CPU core). Members write the same stages into the same (shared) workdirs either way,
-so results do not depend on the executor, a member whose worker dies is retried by Ray and
-resumes from its stage records, and the report is rewritten as each member finishes.
-Expect: the member experiments' times summed (see their docstrings and the README); with Ray,
-that divided by the members at once, as far as the cores go
-(benchmarks/results/compare_throughput.md).
+Executors (`--executor`, `latmix_tf.comparison.executors`, docs/scaling.md): `sequential`
+(the default) runs the members one after another in this process; `ray` runs each unfinished
+member as a Ray task in its own process, `--concurrent_members` at once. Members write the
+same stages into the same (shared) workdirs either way, so results do not depend on the
+executor, and a member whose worker dies is retried and resumes from its stage records.
+Also here: `ablation_fmnist` (the Latent-Mixup ablation family) and `compare_robust_fmnist`
+(the robust-training screening, against ERM and against PGD-AT).
 """
 
 from __future__ import annotations
@@ -43,6 +40,7 @@ import os
 from typing import Dict, Optional, Sequence, Tuple
 
 from latmix_tf import distribute
+from latmix_tf.cli_checks import check_choices, parse_seeds
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
 from latmix_tf.comparison.costs import (finished_records, generative_seconds, member_cost,
                                         remaining_seconds)
@@ -58,7 +56,12 @@ DEFAULT_METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
                    "latent_mixup", "latent_mixup_vae")
 # Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation, and
 # the robust-training methods of experiments/baselines.py.
-METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain", "trades", "mixup_at", "on_manifold_at")
+METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain", "trades", "mixup_at", "latent_mixup_at",
+                              "on_manifold_at")
+# The robust-training screening (`compare_robust_fmnist`: can latent mixes make robust
+# training cheaper in clean accuracy?), against ERM and against PGD-AT.
+ROBUST_METHODS = ("erm", "pgd_at", "fgsm_at", "trades", "mixup_at", "latent_mixup_at",
+                  "latent_mixup_vae_at", "on_manifold_at", "on_manifold_pgd_at", "latent_mixup")
 DEFAULT_SEEDS = (0, 1, 2)
 # The Latent-Mixup ablation family (experiments/latent_ablations.py), compared by
 # `ablation_fmnist` against ERM and against default Latent-Mixup.
@@ -67,7 +70,6 @@ ABLATION_METHODS = ("erm", "latent_mixup") + tuple(
 MEMBERS = {**erm.EXPERIMENTS, **baselines.EXPERIMENTS, **latent_mixup.EXPERIMENTS,
            **latent_ablations.EXPERIMENTS}
 TITLES = {"mnist": "MNIST", "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-GRID = os.path.join("generative", "latent_mixed_grid.png")  # written by latent_mixup's run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,22 +92,12 @@ class CompareConfig:
 def select_methods(requested: Optional[Sequence[str]], default: Sequence[str] = DEFAULT_METHODS,
                    valid: Sequence[str] = METHODS) -> Tuple[str, ...]:
   """`requested` in `valid` order (`default` when None); ValueError listing the valid names."""
-  if not requested:
-    return tuple(default)
-  unknown = [m for m in requested if m not in valid]
-  if unknown:
-    raise ValueError(f"Unknown method(s) {', '.join(map(repr, unknown))} for --methods; valid: "
-                     f"{', '.join(valid)}.")
-  return tuple(m for m in valid if m in requested)
+  return check_choices(requested, valid, "--methods") or tuple(default)
 
 
 def select_seeds(requested: Optional[Sequence[int]]) -> Tuple[int, ...]:
-  if not requested:
-    return DEFAULT_SEEDS
-  seeds = tuple(dict.fromkeys(int(s) for s in requested))
-  if any(s < 0 for s in seeds):
-    raise ValueError(f"--seeds must be non-negative integers, got {list(seeds)}.")
-  return seeds
+  """`requested` without duplicates (`DEFAULT_SEEDS` when None); ValueError on a bad seed."""
+  return parse_seeds(requested) or DEFAULT_SEEDS
 
 
 def _summary(metrics: Dict, eps: float) -> str:
@@ -186,6 +178,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     metrics = dict(member.result)
     metrics["pipeline_seconds"] = metrics["train_seconds"] + generative_seconds(workdir)
     status = metrics.pop("stages", {})
+    figures = metrics.pop("figures", {})
     metrics.pop("run_key", None)
     runs[method][seed] = metrics
     nodes[method][seed] = member.node
@@ -199,8 +192,9 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     next_ready = done < len(plan) and ready[order[done]]
     if pending and left is not None and not next_ready:
       ctx.log(_progress_line(cfg.name, pending, left, done, member, in_process))
-    if grid is None and method.startswith("latent_mixup"):
-      grid = os.path.join(workdir, GRID) if os.path.isfile(os.path.join(workdir, GRID)) else None
+    if grid is None and "latent_mixed_grid" in figures:
+      grid = os.path.join(workdir, figures["latent_mixed_grid"])
+      grid = grid if os.path.isfile(grid) else None
     if next_ready:
       continue  # still reading finished members back: one report once they are all in
     finished = {m: r for m, r in runs.items() if r}
@@ -279,21 +273,37 @@ def _make(dataset_key: str) -> Experiment:
   return Experiment(name, description, get_config, _run)
 
 
-def _make_ablation(dataset_key: str) -> Experiment:
-  name = f"ablation_{dataset_key}"
-  description = (f"The Latent-Mixup ablation family on {dataset_key} (experiments/"
-                 f"latent_ablations.py): ERM, default Latent-Mixup and one knob changed at a "
-                 f"time, each reported against ERM and against default Latent-Mixup.")
-
+def _make_family(name: str, dataset_key: str, description: str, methods: Tuple[str, ...],
+                 references: Tuple[str, ...], title: str) -> Experiment:
+  """A comparison of its own method family (default scale quick), against each reference."""
   def get_config(scale="quick", seed=0, data_dir=None):
     del seed
     if scale not in SCALES:
       raise ValueError(f"Unknown scale {scale!r}; valid: {', '.join(SCALES)}.")
     return CompareConfig(name=name, dataset_key=dataset_key, scale=scale, data_dir=data_dir,
-                         methods=ABLATION_METHODS, valid_methods=ABLATION_METHODS,
-                         references=("erm", "latent_mixup"), title="Latent-Mixup ablation")
+                         methods=methods, valid_methods=methods, references=references,
+                         title=title)
   return Experiment(name, description, get_config, _run)
 
 
+def _make_ablation(dataset_key: str) -> Experiment:
+  return _make_family(
+      f"ablation_{dataset_key}", dataset_key,
+      f"The Latent-Mixup ablation family on {dataset_key} (experiments/latent_ablations.py): "
+      f"ERM, default Latent-Mixup and one knob changed at a time, each reported against ERM "
+      f"and against default Latent-Mixup.",
+      ABLATION_METHODS, ("erm", "latent_mixup"), "Latent-Mixup ablation")
+
+
+def _make_robust(dataset_key: str) -> Experiment:
+  return _make_family(
+      f"compare_robust_{dataset_key}", dataset_key,
+      f"Robust training on {dataset_key}: ERM, PGD-AT, FGSM-AT, TRADES, interpolated "
+      f"adversarial training on input mixes and on latent mixes (GAN, VAE), on-manifold AT "
+      f"(alone and + PGD-AT) and Latent-Mixup, each reported against ERM and against PGD-AT "
+      f"(clean accuracy against AutoAttack, PGD and APGD).",
+      ROBUST_METHODS, ("erm", "pgd_at"), "robust training")
+
+
 EXPERIMENTS = {e.name: e for e in (_make("mnist"), _make("fmnist"), _make("cifar10"),
-                                   _make_ablation("fmnist"))}
+                                   _make_ablation("fmnist"), _make_robust("fmnist"))}

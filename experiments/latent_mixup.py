@@ -2,7 +2,7 @@
 
 Run:  python main.py --experiment=latent_mixup_fmnist          (the project's main job)
       python main.py --experiment=latent_mixup_vae_fmnist      (VAE instead of the DCGAN)
-What runs (`latmix_tf.latent.build_latent_mixup` + `latmix_tf.runner`), each step a cached
+What runs (`latmix_tf.runner`: `latent.stages` then the method), each step a cached
 stage keyed by its config, the data and the stages it consumes; a second run skips
 straight to the report, and `--rebuild=generator` (or encoder, bank, classifier,
 evaluation) redoes a stage and everything downstream of it:
@@ -24,9 +24,10 @@ from typing import Dict
 
 import tensorflow as tf
 
-from latmix_tf.config import GeneratorConfig, InversionConfig
+from latmix_tf.generative.config import GeneratorConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.data import load_dataset, make_splits
-from latmix_tf.latent import LatentMixupConfig
+from latmix_tf.training.latent_mixup import LatentMixupConfig
 from latmix_tf.runner import CLASSIFIER_DIR, classifier_stage
 from latmix_tf.training import build_method
 
@@ -108,8 +109,12 @@ def _run(cfg, ctx: RunContext, dataset_key: str) -> Dict:
   return run_classifier(cfg, ctx, reference_network=reference)
 
 
+def experiment_name(kind: str, dataset_key: str) -> str:
+  return f"latent_mixup_{'' if kind == 'dcgan' else kind + '_'}{dataset_key}"
+
+
 def _make(kind: str, dataset_key: str) -> Experiment:
-  name = f"latent_mixup_{'' if kind == 'dcgan' else kind + '_'}{dataset_key}"
+  name = experiment_name(kind, dataset_key)
   label = {"dcgan": "DCGAN + recall term", "dcgan_plain": "plain DCGAN", "vae": "VAE"}[kind]
   description = (
       f"Latent-Mixup ({label}) on {dataset_key}: the classifier trains on real batches "

@@ -301,7 +301,7 @@ def evaluate(export_dir: str, dataset: Optional[str], data_dir: Optional[str],
   result = evaluation_stage(export_dir, splits.x_test, splits.y_test, cfg, out_dir, log,
                             x_val=splits.x_val, y_val=splits.y_val,
                             cache_dir=corrupted_cache_dir(data_dir))
-  metrics = result.outputs
+  metrics = result.value
   log(f"evaluation of {export_dir} ({result.status}): written to {out_dir}/evaluation.json")
   for k in sorted(metrics):
     if isinstance(metrics[k], float):

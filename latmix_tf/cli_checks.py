@@ -53,11 +53,16 @@ def parse_seeds(values: Optional[Sequence[str]]) -> Optional[tuple]:
   return tuple(dict.fromkeys(out))
 
 
-def check_choices(values: Optional[Sequence[str]], valid: Sequence[str], flag: str) -> None:
-  unknown = [v for v in values or () if v not in valid]
+def check_choices(values: Optional[Sequence[str]], valid: Sequence[str],
+                  flag: str) -> Optional[tuple]:
+  """`--methods=gat,erm` -> the named choices in `valid` order; None when not given."""
+  if not values:
+    return None
+  unknown = [v for v in values if v not in valid]
   if unknown:
-    raise UsageError(f"{flag}={','.join(values)}: unknown {', '.join(map(repr, unknown))}; "
-                     f"valid: {', '.join(valid)}.")
+    raise UsageError(f"Unknown {flag.lstrip('-')} {', '.join(map(repr, unknown))} in "
+                     f"{flag}={','.join(values)}; valid: {', '.join(valid)}.")
+  return tuple(v for v in valid if v in values)
 
 
 def check_writable_dir(path: str, flag: str) -> str:

@@ -106,6 +106,10 @@ class EvalConfig:
   sanity_tolerance: float = 0.01
   sanity_samples: Optional[int] = 500
   sanity_unbounded_steps: int = 20
+  # Which evaluators run, in this order (`latmix_tf.evaluation.evaluators.EVALUATORS`); the
+  # default is the whole suite. "sanity" reads what the attack evaluators before it measured.
+  evaluators: Tuple[str, ...] = ("clean", "calibration", "blur", "deepfool", "attacks",
+                                 "autoattack", "apgd_curve", "corruptions", "sanity")
 
   @staticmethod
   def for_dataset(dataset: str, **overrides) -> "EvalConfig":
@@ -180,121 +184,3 @@ def config_hash(config: Any, exclude: Tuple[str, ...] = ()) -> str:
       node.pop(leaf, None)
   blob = json.dumps(d, sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@dataclasses.dataclass(frozen=True)
-class GeneratorConfig:
-  """A generative model of the training set (DCGAN or VAE) and how to train it.
-
-  Attributes:
-    kind: "dcgan" or "vae".
-    latent_dim: d (default 64 for 28x28 sets, 128 for CIFAR-10).
-    prior: "uniform" (U[-1,1]^d) or "normal" (N(0,I)); the VAE always uses "normal".
-    base_filters: width multiplier of generator / discriminator / VAE conv stacks.
-    epochs, batch_size, learning_rate, beta_1: optimisation (Adam, DCGAN defaults 2e-4 / 0.5).
-    steps_per_epoch: cap (smoke scale); None runs full epochs over the training split.
-    kl_weight: VAE only, beta of the beta-ELBO (< 1: sharper reconstructions).
-    recon_weight: DCGAN only; > 0 trains an encoder E with G and adds
-      recon_weight * ||G(E(x)) - x||^2 on real images to G's loss (0 = plain DCGAN).
-    g_learning_rate: DCGAN only; G's Adam step size if not `learning_rate` (D's).
-    encoder_learning_rate: DCGAN with recon_weight > 0: Adam step size of E (beta_1 0.9).
-  """
-  kind: str = "dcgan"
-  latent_dim: int = 64
-  prior: str = "uniform"
-  base_filters: int = 32
-  epochs: int = 10
-  batch_size: int = 128
-  learning_rate: float = 2e-4
-  beta_1: float = 0.5
-  steps_per_epoch: Optional[int] = None
-  kl_weight: float = 1.0
-  recon_weight: float = 0.0
-  g_learning_rate: Optional[float] = None
-  encoder_learning_rate: float = 1e-3
-
-
-@dataclasses.dataclass(frozen=True)
-class InversionConfig:
-  """Encoder initialisation + latent optimisation (Lipton & Tripathi 2017).
-
-  Attributes:
-    encoder_epochs / encoder_steps_per_epoch: training of the encoder E: x -> z.
-    steps: K Adam steps of latent optimisation per batch (0 = encoder guess only).
-    learning_rate: Adam step size on z.
-    feature_weight: w in loss = pixel MSE + w * feature distance.
-    feature_source: "discriminator" or "classifier" (features of a fixed network).
-    random_starts: start from prior samples instead of E(x) (the slow baseline).
-    batch_size: images inverted together (one tf.function call).
-    chunk_size: bank chunk written to disk at a time (resume granularity).
-    encoder_learning_rate / encoder_batch_size: Adam on the encoder's weights.
-    encoder_recon_weight: weight of the pixel reconstruction loss ||G(E(x)) - x||^2 on real
-      images, next to the latent regression loss ||E(G(z)) - z||^2 on prior samples.
-    encoder_base_filters: width of the encoder's conv stack.
-    normal_clip: for the N(0, I) prior, components with |z_i| > normal_clip are resampled
-      (standard normal truncated at 2) - the analogue of stochastic clipping; must be >= 2.
-      5 only stops runaway codes: at 3 it cut a beta=0.1 VAE's PSNR by 0.6 dB.
-  """
-  encoder_epochs: int = 5
-  encoder_steps_per_epoch: Optional[int] = None
-  steps: int = 50
-  learning_rate: float = 0.05
-  feature_weight: float = 0.1
-  feature_source: str = "discriminator"
-  random_starts: bool = False
-  batch_size: int = 512
-  chunk_size: int = 4096
-  encoder_learning_rate: float = 1e-3
-  encoder_batch_size: int = 128
-  encoder_recon_weight: float = 10.0
-  encoder_base_filters: int = 32
-  normal_clip: float = 5.0
-
-
-@dataclasses.dataclass(frozen=True)
-class LatentMixupConfig:
-  """Latent-Mixup hyper-parameters, and the generator / inversion that feed it.
-
-  Attributes:
-    alpha: Beta(α, α) concentration of λ.
-    mixed_fraction: share f of latent-mixed examples in each (real + mixed) batch.
-    pairs: "random" (any pair, the method's default), "different_class", "same_class" or
-      "self" (j = i: the decoded reconstructions G(z_i) with one-hot labels, the λ = 1 control).
-    decode_in: "pipeline" (tf.data decodes) or "step" (the train step decodes).
-    generator: the generative model (DCGAN or VAE).
-    inversion: how training images are turned into latent codes.
-    input_mixup_alpha: > 0 also mixes the *real* part of each batch in pixel space (input
-      mixup, Zhang et al. 2017, λ ~ Beta(a, a), partners within the batch): the ablation
-      "Latent-Mixup + mixup"; 0 (default) leaves the real images as they are.
-  """
-  name: str = "latent_mixup"
-  alpha: float = 1.0
-  mixed_fraction: float = 0.2
-  pairs: str = "random"
-  decode_in: str = "pipeline"
-  generator: GeneratorConfig = GeneratorConfig()
-  inversion: InversionConfig = InversionConfig()
-  input_mixup_alpha: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class OnManifoldATConfig:
-  """On-manifold adversarial training (Stutz, Hein & Schiele 2019): latent/on_manifold.py.
-
-  Attributes: eta, the L∞ radius of the latent perturbation δ in latent units (0: train on
-  G(z)); steps k and step_size (None: 2.5 η / k) of its PGD, from a uniform random_start;
-  clean_weight, the loss share of the clean real batch; input_adversarial, an
-  `AdversarialConfig` for the paper's combination with input-space adversarial training
-  (None: off), whose rows get input_weight of the loss; generator and inversion as for
-  Latent-Mixup (the same stages).
-  """
-  name: str = "on_manifold_at"
-  eta: float = 0.3
-  steps: int = 7
-  step_size: Optional[float] = None
-  random_start: bool = True
-  clean_weight: float = 0.0
-  input_adversarial: Any = None
-  input_weight: float = 0.5
-  generator: GeneratorConfig = GeneratorConfig()
-  inversion: InversionConfig = InversionConfig()

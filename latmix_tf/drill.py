@@ -35,8 +35,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from latmix_tf import jsonio
+from latmix_tf.stages import RECORD_FILE
 
-RECORD = "stage.json"
 POLL = 0.02
 
 
@@ -74,7 +74,7 @@ def _stage_states(workdir: str, export_root: str) -> Dict[str, str]:
   states = {}
   for folder in glob.glob(os.path.join(workdir, "*", "")):
     name = os.path.basename(os.path.dirname(folder))
-    record = jsonio.read_json(os.path.join(folder, RECORD))
+    record = jsonio.read_json(os.path.join(folder, RECORD_FILE))
     if record is not None or os.path.isdir(folder):
       states[name] = "done" if isinstance(record, dict) and record.get("state") == "done" \
           else "running"
@@ -110,7 +110,7 @@ def watch_reference(cmd: Sequence[str], workdir: str, export_root: str,
   total = time.monotonic() - t0
   # Folders that never got a record (figures, TensorBoard) are not stages.
   stages = {s: (a, b if b is not None else total) for s, (a, b) in windows.items()
-            if s.startswith("export ") or os.path.isfile(os.path.join(workdir, s, RECORD))}
+            if s.startswith("export ") or os.path.isfile(os.path.join(workdir, s, RECORD_FILE))}
   return proc.returncode, stages, total
 
 
@@ -145,7 +145,7 @@ def kill_in_stage(cmd: Sequence[str], workdir: str, export_root: str, stage: str
 
 def _records(workdir: str) -> str:
   out = []
-  for path in sorted(glob.glob(os.path.join(workdir, "*", RECORD))):
+  for path in sorted(glob.glob(os.path.join(workdir, "*", RECORD_FILE))):
     record = jsonio.read_json(path) or {}
     out.append(f"{os.path.basename(os.path.dirname(path))}:{record.get('status', '?')}")
   return " ".join(out)

@@ -9,14 +9,15 @@ happens around the epochs. `EpochLoop` is that part, written once:
   others receive its values, so no shared filesystem is needed;
 * record-then-checkpoint in one write: the per-epoch history travels *inside* the checkpoint
   (a string variable), so the weights and the records of the epochs that made them can never
-  disagree, whatever moment a kill comes at (this bug was fixed twice before, once per loop);
+  disagree, whatever moment a kill comes at;
   `history.json` beside it is a human-readable copy written after the checkpoint;
 * chief / worker saves (TF multi-worker guide): every worker writes each checkpoint, the
   chief into `<dir>/checkpoints`, a worker into its `workertemp_<i>` copy, deleted at once;
 * seeding: `run_epoch(epoch)` must be a pure function of (seed, epoch) and the restored state
-  (the callers build each epoch's batches from `np.random.default_rng([seed, epoch, ...])` and
-  key step noise by the optimizer step), so a resumed run ends bit-for-bit where an
-  uninterrupted one does;
+  (the callers take each epoch's order from `steps.epoch_order(seed, epoch, ...)` and key
+  step noise by the optimizer step), so a resumed run ends bit-for-bit where an
+  uninterrupted one does; what runs within an epoch (the compiled step, the distribution of
+  the batches) is `latmix_tf/steps.py`'s;
 * progress: a bar within each epoch (`latmix_tf.progress`: redrawn in place on a terminal,
   a plain heartbeat line every `progress_s` seconds when piped), fed by `run_epoch` through
   `advance`; one summary line per epoch through `log`; TensorBoard scalars.

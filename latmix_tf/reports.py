@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from latmix_tf import html_report
 from latmix_tf.data.pipeline import to_float
-from latmix_tf.plotting import save_figure
+from latmix_tf.plotting import save_figure, show_image
 
 
 def plot_training_curves(history: List[Dict[str, float]], path: str) -> str:
@@ -214,8 +214,7 @@ def plot_mixed_grid(examples: Dict[str, np.ndarray], x_train: np.ndarray,
               (examples["images"][r], soft)]
     for c, (img, title) in enumerate(panels):
       ax = axes[r, c]
-      ax.imshow(img[..., 0] if img.shape[-1] == 1 else np.clip(img, 0, 1), cmap="gray",
-                vmin=0, vmax=1)
+      show_image(ax, img)
       ax.set_title(title, fontsize=6)
       ax.axis("off")
   fig.suptitle("Latent-mixed training images: sources, λ and soft label", fontsize=8)

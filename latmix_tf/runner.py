@@ -1,16 +1,18 @@
-"""`train_and_evaluate`: data -> method -> classifier stage -> evaluation stage -> report.
+"""`train_and_evaluate`: needs -> method -> classifier stage -> evaluation stage -> report.
 
-Every classifier experiment (any method) goes through this one function:
-  1. the method is built by the registry's factory from a `MethodContext`; latent mixup's
-     factory runs the generator / encoder / bank stages it consumes (`latmix_tf.latent`);
-  2. the "classifier" stage trains with the one loop and exports the SavedModel; it is keyed
+Every classifier experiment (any method) goes through this one function, top to bottom:
+  1. the stages the method declares it needs (`training.registry.needs`): for "latent", the
+     generator / encoder / bank stages (`latent.stages.build_latent_stages`);
+  2. the method, built by the registry's factory from its config and those stages' results
+     (`MethodInputs`); a factory trains nothing;
+  3. the "classifier" stage trains with the one loop and exports the SavedModel; it is keyed
      by the config (minus the evaluation config), the data fingerprint and the key hashes of
-     the stages the method consumed, and a cached one is reused only if its SavedModel is the
+     the stages the method consumed; a cached one is reused only if its SavedModel is the
      recorded one;
-  3. the "evaluation" stage scores the *exported SavedModel* (never the in-memory model, so
-     what is reported is what a user downloads); it is keyed by the SavedModel's fingerprint
-     and the evaluation config, so a changed evaluation re-evaluates without retraining;
-  4. the report (`report.md`, figures) and `metrics.json` are rewritten from the records.
+  4. the "evaluation" stage scores the *exported SavedModel* (what a user downloads), keyed
+     by its fingerprint and the evaluation config; with latent stages and the dataset's
+     reference network, the generator's evaluators too (`evaluation.generator`);
+  5. the report (`report.md`) and `metrics.json`, from the stages' records.
 Stage directories: `<workdir>/classifier/` (checkpoints, history, TensorBoard) and
 `<workdir>/evaluation/`; see `latmix_tf.stages` for the record every stage writes.
 The chief holds the export folder's lock (`workdir_lock`, beside it) from the first stage to
@@ -41,10 +43,13 @@ from latmix_tf.config import ExperimentConfig, config_hash, to_dict
 from latmix_tf.data import get_info, load_dataset, make_splits
 from latmix_tf.data.pipeline import Splits
 from latmix_tf.data.sources import resolve_data_dir
-from latmix_tf.evaluation.robustness import ATTACK_CONFIG_FILE, sanity_notes
-from latmix_tf.evaluation.stage import evaluation_stage
+from latmix_tf.evaluation import stage as evaluation
+from latmix_tf.evaluation.suite import ATTACK_CONFIG_FILE
 from latmix_tf.models.classifiers import build_classifier
-from latmix_tf.training import Method, MethodContext, build_method, train
+from latmix_tf.evaluation.generator import GeneratorContext, evaluate_generator
+from latmix_tf.latent.report import latent_report, mix_drawer
+from latmix_tf.latent.stages import LatentStages, build_latent_stages
+from latmix_tf.training import Method, MethodInputs, build_method, registry, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +88,9 @@ def run_key(cfg: ExperimentConfig, fingerprint: str,
   `data.data_dir` is left out (the same bytes from Debian's copy, a `--data_dir` folder or
   tfds give the same fingerprint), and so is `eval`: evaluation is a stage of its own.
   """
-  return {"config_hash": config_hash(cfg, exclude=("description", "data.data_dir", "eval")),
-          "data_fingerprint": fingerprint, "upstream": dict(upstream or {})}
+  return stages.stage_key(
+      config=config_hash(cfg, exclude=("description", "data.data_dir", "eval")),
+      data=fingerprint, upstream=dict(upstream or {}))
 
 
 def classifier_stage(cfg: ExperimentConfig, method: Method, splits: Splits, directory: str,
@@ -187,48 +193,72 @@ def _train_and_evaluate(cfg, workdir, export_dir, log, strategy, splits, rebuild
     splits = make_splits(load_dataset(cfg.data.name, cfg.data.data_dir, log=log), cfg.data)
   strategy = strategy or tf.distribute.get_strategy()
   chief = distribute.is_chief(strategy)
-  method = build_method(cfg.method, MethodContext(
-      splits=splits, dataset=cfg.data.name, workdir=workdir, seed=cfg.seed,
-      batch_size=cfg.data.batch_size, strategy=strategy, log=log, rebuild=tuple(rebuild),
-      reference_network=reference_network, stage_index=stage_index))
+  latent = None
+  if registry.LATENT in registry.needs(cfg.method):
+    latent = build_latent_stages(*registry.latent_recipe(cfg.method), splits, workdir, seed=cfg.seed, strategy=strategy,
+                                 log=log, rebuild=tuple(rebuild), stage_index=stage_index)
+  method = build_method(cfg.method, MethodInputs(
+      batch_size=cfg.data.batch_size, generator=latent and latent.generator,
+      bank=latent and latent.bank, upstream=latent.upstream if latent else {}))
   clf = classifier_stage(cfg, method, splits, os.path.join(workdir, CLASSIFIER_DIR),
                          export_dir, strategy, log, rebuild="classifier" in rebuild)
   if not chief:
     return distribute.broadcast_json(strategy, None)
-  ev = evaluation_stage(export_dir, splits.x_test, splits.y_test, cfg.eval,
-                        os.path.join(workdir, EVALUATION_DIR), log,
-                        rebuild="evaluation" in rebuild, x_val=splits.x_val, y_val=splits.y_val,
-                        cache_dir=corrupted_cache_dir(cfg.data.data_dir))
+  ev = evaluation.evaluation_stage(
+      export_dir, splits.x_test, splits.y_test, cfg.eval, os.path.join(workdir, EVALUATION_DIR),
+      log, rebuild="evaluation" in rebuild, x_val=splits.x_val, y_val=splits.y_val,
+      cache_dir=corrupted_cache_dir(cfg.data.data_dir))
   out = clf.outputs
-  extra = method.report(workdir)
+  extra = _latent_report(cfg, latent, workdir, splits, reference_network, log, rebuild,
+                         stage_index)
   metrics = {"train_seconds": out["train_seconds"],
              "final/train_accuracy": out["final/train_accuracy"],
-             "final/val_accuracy": out["final/val_accuracy"], **ev.outputs, **extra["metrics"],
+             "final/val_accuracy": out["final/val_accuracy"],
+             **evaluation.metrics(ev.record), **extra["metrics"],
              "stage/classifier/seconds": clf.record["seconds"],
              "stage/evaluation/seconds": ev.record["seconds"]}
   log(f"{cfg.name}: classifier {clf.status}, evaluation {ev.status}; " + "  ".join(
       f"{k}={metrics[k]:.4f}" for k in ("test/accuracy", "blur/area", "deepfool/rho_adv")
       if k in metrics))
-  _write_report(cfg, workdir, export_dir, splits, metrics, out["history"], extra)
+  _write_report(cfg, workdir, export_dir, splits, metrics, out["history"], extra, ev.record)
   export.update_metadata(export_dir, {"metrics": metrics})
   result = {**metrics, "run_key": clf.record["key_hash"],
-            "stages": {"classifier": clf.status, "evaluation": ev.status}}
+            "stages": {"classifier": clf.status, "evaluation": ev.status},
+            # What a comparison may show of a member, by name ("latent_mixed_grid"), relative
+            # to the run directory (so a run's record is the same wherever it ran).
+            "figures": {os.path.splitext(os.path.basename(p))[0]: os.path.relpath(p, workdir)
+                        for p in extra["figures"]}}
   export.write_json_atomic(os.path.join(workdir, METRICS_FILE), result)
   return distribute.broadcast_json(strategy, result)
 
 
-def _write_report(cfg, workdir, export_dir, splits, metrics, history, extra) -> None:
-  info = get_info(cfg.data.name)
-  preds = export.predict_probabilities(export.load_classifier(export_dir), splits.x_test,
-                                cfg.eval.batch_size).argmax(-1)
-  figs = [reports.plot_training_curves(history, os.path.join(workdir, "training_curves.png")),
-          reports.plot_prediction_grid(splits.x_test[:32], splits.y_test[:32], preds[:32],
-                                       info.class_names, os.path.join(workdir, "predictions.png")),
-          reports.plot_confusion_matrix(
-              reports.confusion_matrix(splits.y_test, preds, info.num_classes),
-              info.class_names, os.path.join(workdir, "confusion_matrix.png"))]
+def _latent_report(cfg: ExperimentConfig, latent: Optional[LatentStages], workdir: str,
+                   splits: Splits, reference_network: Optional[str], log, rebuild,
+                   stage_index: Optional[str]) -> Dict[str, Any]:
+  """The latent stages' figures, notes and metrics, and, given the dataset's reference
+  network, the evaluators of the generator and of the mixes the run drew."""
+  if latent is None:
+    return {"figures": [], "notes": [], "metrics": {}}
+  mixer = registry.latent_mixup_part(cfg.method)
+  draw = mix_drawer(latent, splits.num_classes, mixer.pairs if mixer else "self",
+                    mixer.alpha if mixer else 1.0)
+  generator_cfg = registry.latent_recipe(cfg.method)[0]
+  extra = latent_report(latent, generator_cfg, workdir, splits, cfg.seed, cfg.data.name, draw)
+  if reference_network:
+    measured = evaluate_generator(GeneratorContext(
+        latent.generator, latent.records["generator"]["key_hash"], latent.bank, draw,
+        splits.x_train, splits.y_train, splits.x_test, reference_network, workdir, cfg.seed,
+        log, stage_index, tuple(rebuild)))
+    extra["metrics"].update(measured.metrics)
+    extra["notes"] += measured.notes
+  return extra
+
+
+def _write_report(cfg, workdir, export_dir, splits, metrics, history, extra,
+                  eval_record) -> None:
+  figs = [reports.plot_training_curves(history, os.path.join(workdir, "training_curves.png"))]
   eval_dir = os.path.join(workdir, EVALUATION_DIR)
-  figs += sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir) if f.endswith(".png"))
+  figs += sorted(os.path.join(eval_dir, f) for f in evaluation.figures(eval_record))
   reports.write_markdown(os.path.join(workdir, "report.md"), f"{cfg.name} (seed {cfg.seed})",
                          cfg.description, metrics, list(extra["figures"]) + figs,
                          notes=[f"SavedModel: {export_dir}",
@@ -236,7 +266,7 @@ def _write_report(cfg, workdir, export_dir, splits, metrics, history, extra) -> 
                                 f"{_INTEGRITY[splits.data_integrity]})",
                                 f"every attack's hyper-parameters: "
                                 f"{os.path.join(EVALUATION_DIR, ATTACK_CONFIG_FILE)}",
-                                *sanity_notes(eval_dir), *extra["notes"]])
+                                *evaluation.notes(eval_record), *extra["notes"]])
 
 
 def corrupted_cache_dir(data_dir: Optional[str]) -> Optional[str]:

@@ -1,14 +1,15 @@
 """The one stage mechanism: how every cached, resumable step of latmix decides what to do.
 
 Why one mechanism: the generator, the post-hoc encoder, the latent bank, the classifier, its
-evaluation and the Fréchet distance are all "expensive work whose result is keyed by what it
-was computed from". Before, each had its own key scheme, record file and reuse rule; now each
-is a `Stage` and `run_stage` is the only code that decides between reuse and work.
+evaluation, the Fréchet distance and the corrupted test sets are all "expensive work whose
+result is keyed by what it was computed from". Each is a `Stage`, its key comes from
+`stage_key`, and `run_stage` is the only code that decides between reuse and work.
 
 A stage has a name, a directory and a *key*: a JSON dict of everything its result depends
-on - its config, the data fingerprint and the key hashes of the stages it consumes (so a
-new generator invalidates its bank and everything downstream without anyone comparing
-weights). Its record, `<directory>/stage.json`, has one schema for every stage:
+on, in one shape for every stage (`stage_key`): its config, the data fingerprint, the key
+hashes of the stages it consumes (so a new generator invalidates its bank and everything
+downstream without anyone comparing weights) and any other named input (seed, sample
+count). Its record, `<directory>/stage.json` (`RECORD_FILE`), has one schema for every stage:
 
   {"stage": name, "key": {...}, "key_hash": 16 hex, "state": "building" | "done",
    "status": "cached" | "resumed" | "built",  # how the most recent run got the result
@@ -21,6 +22,11 @@ weights). Its record, `<directory>/stage.json`, has one schema for every stage:
    "host": {"cpu": lscpu model, "isa": ISA class, "cores": usable cores} of the last attempt,
    "outputs": {...},                          # what consumers may read (JSON)
    "versions": {...}, "updated": "YYYY-mm-dd HH:MM:SS"}
+
+A member's stages (`ORDER`, with what each consumes in `CONSUMES`) live in folders of those
+names in its run directory; `--rebuild` names them, and the comparison's cost table and the
+fault drill read their records. The corrupted test sets are stages too, outside any run: one
+folder per key in the data folder's shared cache (`evaluation.corruptions.benchmark`).
 
 `run_stage` then:
   * same key, state "done" and `load(record)` succeeds          -> "cached";
@@ -42,10 +48,11 @@ like any cached result - `status` "cached" with `"adopted_from"` set; `seconds` 
 donor's cost of the work. The copy keeps every run folder self-contained (deleting one
 experiment never breaks another). `rebuild` never adopts.
 
-Concurrency: the chief holds the stage folder's lock (`latmix_tf.workdir_lock`) while it
-decides and builds, so two runs never write the same checkpoints or chunks: the second one
-stops with a message naming the first, or, under `--wait_for_lock`
-(`workdir_lock.default_wait()`), waits for it and then finds its result cached.
+Concurrency: the chief holds the stage folder's lock (`latmix_tf.workdir_lock`; or that of
+the folder `Stage.lock` names) while it decides and builds, so two runs never write the same
+checkpoints or chunks: the second one stops with a message naming the first, or, under
+`--wait_for_lock` (`workdir_lock.default_wait()`), waits for it and then finds its result
+cached.
 
 The module imports no TensorFlow (`distribute` is imported when a stage runs), so the CLI can
 check `--rebuild` names against `ORDER` before TensorFlow starts.
@@ -62,7 +69,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from latmix_tf import hardware, stage_clock, workdir_lock
 from latmix_tf.config import config_hash
@@ -70,13 +77,24 @@ from latmix_tf.jsonio import read_json, write_json_atomic
 
 RECORD_FILE = "stage.json"
 STATUSES = ("cached", "resumed", "built")
-# The stages `--rebuild` can name, in the order the method consumes them.
-ORDER = ("generator", "encoder", "bank", "classifier", "evaluation")
+# Every stage of a member, in the order a run reaches them, and the stages whose results it
+# consumes ("frechet" scores the generator; the classifier consumes what its method
+# declares). `--rebuild` names these; a rebuilt stage makes every consumer of it stale.
+CONSUMES = {
+    "generator": (),
+    "encoder": ("generator",),
+    "bank": ("generator", "encoder"),
+    "frechet": ("generator",),
+    "classifier": ("generator", "encoder", "bank"),
+    "evaluation": ("classifier",),
+}
+ORDER = tuple(CONSUMES)
 
 
 def downstream(names) -> frozenset:
-  """The named stages and every stage that consumes them (`--rebuild=generator` retrains
-  the encoder, bank, classifier and evaluation on top of the new generator too).
+  """The named stages and every stage that consumes them, directly or not
+  (`--rebuild=generator` retrains the encoder, bank, classifier and evaluation on top of the
+  new generator and scores it again).
 
   Raises:
     ValueError: an unknown stage name, listing the valid ones.
@@ -85,8 +103,34 @@ def downstream(names) -> frozenset:
   if unknown:
     raise ValueError(f"unknown stage(s) {', '.join(unknown)} to rebuild; valid: "
                      f"{', '.join(ORDER)}.")
-  first = min((ORDER.index(n) for n in names), default=len(ORDER))
-  return frozenset(ORDER[first:])
+  out = set(names)
+  for name in ORDER:  # pipeline order: what a stage consumes comes before it
+    if out.intersection(CONSUMES[name]):
+      out.add(name)
+  return frozenset(out)
+
+
+def stage_key(config: Any = None, data: Any = None,
+              upstream: Optional[Mapping[str, str]] = None, **extra: Any) -> Dict[str, Any]:
+  """A stage's key, in the one shape every stage uses.
+
+  Why one builder: a reader of any `stage.json` finds the same fields, and a stage cannot
+  forget a kind of input (the data, or what it consumes) without it showing as null.
+
+  Args:
+    config: a config dataclass (stored as its `config_hash`), or a dict / hash string given
+      as is (a subset of a config's fields, a hash with exclusions); None: the stage has none.
+    data: the fingerprint of the data the result is computed from (`array_fingerprint`), or
+      {name: fingerprint} for several sets.
+    upstream: {consumed stage or artifact: its key hash or content hash}.
+    **extra: every other input the result depends on (seed, sample count, code version),
+      JSON values.
+  Returns:
+    {"config": ..., "data": ..., "upstream": {...}, **extra}.
+  """
+  if dataclasses.is_dataclass(config):
+    config = config_hash(config)
+  return {"config": config, "data": data, "upstream": dict(upstream or {}), **extra}
 
 
 class StageDamaged(Exception):
@@ -99,11 +143,15 @@ class Stage:
 
   `index`: the folder through which runs share finished stages of equal key (None: no
   sharing; see the module docstring).
+  `lock`: the folder whose lock guards the stage (None: `directory`). A cache holding one
+  stage folder per key (the corrupted test sets) locks the cache folder, so that its own
+  listing holds nothing but those folders.
   """
   name: str
   directory: str
   key: Dict[str, Any]
   index: Optional[str] = None
+  lock: Optional[str] = None
 
   @property
   def key_hash(self) -> str:
@@ -240,7 +288,8 @@ def run_stage(stage: Stage, build: Callable[[bool], Tuple[Any, Dict[str, Any]]],
   """
   from latmix_tf import distribute  # pylint: disable=import-outside-toplevel (TensorFlow)
   chief = distribute.is_chief(strategy)
-  with (workdir_lock.hold(stage.directory, wait=workdir_lock.default_wait(), log=log)
+  with (workdir_lock.hold(stage.lock or stage.directory, wait=workdir_lock.default_wait(),
+                          log=log)
         if chief else contextlib.nullcontext()):
     return _run_locked(stage, build, load, share, rebuild, log, strategy, chief)
 

@@ -29,7 +29,8 @@ BANK_N = 72  # chunks of 24 (3 chunks: split 2 + 1 over two workers), batches of
 def bank_inputs(data_dir):
   """(generator, images, labels, inversion config): the same in every process."""
   import keras  # pylint: disable=import-outside-toplevel
-  from latmix_tf.config import GeneratorConfig, InversionConfig  # pylint: disable=import-outside-toplevel
+  from latmix_tf.config import InversionConfig  # pylint: disable=import-outside-toplevel
+from latmix_tf.generative.config import GeneratorConfig
   from latmix_tf.data import load_dataset  # pylint: disable=import-outside-toplevel
   from latmix_tf.generative import build_generative_model  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(0)

@@ -30,7 +30,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf.config import DataConfig, GeneratorConfig, InversionConfig, ModelConfig, TrainConfig
+from latmix_tf.config import DataConfig, ModelConfig, TrainConfig
+from latmix_tf.generative.config import GeneratorConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf import stages
 from latmix_tf.generative import generator_stage, train_or_load_generator

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from latmix_tf.generative import frechet
-from latmix_tf.config import GeneratorConfig, ModelConfig
+from latmix_tf.config import ModelConfig
+from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.export import export_classifier
 from latmix_tf.generative import build_generative_model
 from latmix_tf.models.classifiers import build_classifier

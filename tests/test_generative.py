@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf.config import DataConfig, GeneratorConfig
+from latmix_tf.config import DataConfig
+from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf import stages
 from latmix_tf.generative import (GeneratorTrainingError, HealthGuard, build_generative_model,

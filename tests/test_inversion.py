@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf.config import GeneratorConfig, InversionConfig, ModelConfig
+from latmix_tf.config import ModelConfig
+from latmix_tf.generative.config import GeneratorConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.generative import build_generative_model
 from latmix_tf.latent.inversion import (Inverter, classifier_feature_fn, psnr_from_mse,
                                  stochastic_clip)
-from latmix_tf.latent.encoder import encoder_stage, train_encoder
+from latmix_tf.latent.encoder_stage import encoder_stage, train_encoder
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.models.encoder import build_encoder
 from tiny_generator import TinyGenerator

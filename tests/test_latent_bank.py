@@ -11,12 +11,13 @@ import os
 import numpy as np
 import pytest
 
-from latmix_tf.config import GeneratorConfig, InversionConfig
+from latmix_tf.generative.config import GeneratorConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.generative import build_generative_model, generator_checkpoint_hash
 from latmix_tf.generative.reports import write_inversion_report
 from latmix_tf.latent.bank import (BankError, LatentBank, bank_stage, build_or_load_bank,
                                    chunk_indices)
-from latmix_tf.latent.encoder import encoder_stage
+from latmix_tf.latent.encoder_stage import encoder_stage
 
 CFG = InversionConfig(steps=3, random_starts=True, batch_size=16, chunk_size=24,
                       feature_weight=0.1)

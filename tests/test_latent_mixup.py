@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf.config import GeneratorConfig
+from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.generative import build_generative_model
-from latmix_tf.latent.method import (LatentMixup, LatentMixupConfig, PairSampler,
-                                    latent_mix_dataset, mixed_examples, num_mixed)
+from latmix_tf.latent.mixes import PairSampler, latent_mix_dataset
+from latmix_tf.training.latent_mixup import (LatentMixup, LatentMixupConfig, mixed_examples,
+                                             num_mixed)
 
 
 def _bank(n=60, d=8, seed=0):

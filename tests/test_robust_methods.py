@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from latmix_tf.config import (DataConfig, GeneratorConfig, ModelConfig, OnManifoldATConfig,
-                              TrainConfig)
+from latmix_tf.config import DataConfig, ModelConfig, TrainConfig
+from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.data import load_dataset, make_splits
 from latmix_tf.generative import build_generative_model
-from latmix_tf.latent.on_manifold import OnManifoldAT, latent_pgd
+from latmix_tf.training.on_manifold_at import OnManifoldAT, OnManifoldATConfig, latent_pgd
 from latmix_tf.models.classifiers import build_classifier
 from latmix_tf import mixing
 from latmix_tf.losses import soft_cross_entropy

@@ -19,14 +19,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from latmix_tf import stages
 from latmix_tf.comparison.metrics import label
 
+# The stages that make a latent-mixup member's recipe (`stages.ORDER` lists every stage).
 GENERATIVE_STAGES = ("generator", "encoder", "bank")
-# Every stage a member may have, in the order they run ("frechet" scores the generator).
-MEMBER_STAGES = GENERATIVE_STAGES + ("frechet", "classifier", "evaluation")
 
 
 def finished_records(workdir: str) -> Dict[str, Dict[str, Any]]:
   """{stage name: record} of a member's stages whose record says "done"."""
-  records = {n: stages.read_record(os.path.join(workdir, n)) for n in MEMBER_STAGES}
+  records = {n: stages.read_record(os.path.join(workdir, n)) for n in stages.ORDER}
   return {n: r for n, r in records.items() if r and r.get("state") == "done"}
 
 

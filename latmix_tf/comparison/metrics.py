@@ -25,6 +25,8 @@ METHOD_LABELS = {"erm": "ERM", "mixup": "mixup", "manifold_mixup": "manifold mix
                  "latent_mixup_dcgan_plain": "Latent-Mixup (plain GAN)",
                  # Robust training (experiments/baselines.py):
                  "trades": "TRADES", "mixup_at": "IAT (mixup + PGD-AT)",
+                 "latent_mixup_at": "IAT (latent mixes, GAN)",
+                 "latent_mixup_vae_at": "IAT (latent mixes, VAE)",
                  "on_manifold_at": "on-manifold AT", "on_manifold_pgd_at": "on-manifold AT + PGD-AT",
                  # The ablation family (experiments/latent_ablations.py), one knob each:
                  "latent_mixup_frac05": "LM: mixed fraction 0.5",

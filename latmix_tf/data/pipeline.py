@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from latmix_tf.config import DataConfig
 from latmix_tf.data.sources import Arrays
+from latmix_tf.steps import epoch_order
 
 SPLIT_SEED = 20171101
 AUGMENTATIONS = ("none", "flip", "shift", "shift_flip")  # the validation split never changes with the run's seed
@@ -105,7 +106,7 @@ def train_dataset(splits: Splits, cfg: DataConfig, seed: int, epoch: int,
     steps: optional cap on the number of batches.
   """
   n = len(splits.x_train)
-  perm = np.random.default_rng([seed, epoch]).permutation(n)
+  perm = epoch_order(seed, epoch, n)
   x_all = tf.constant(splits.x_train)
   y_all = tf.constant(splits.y_train)
   batch = min(cfg.batch_size, n)

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from latmix_tf.plotting import save_figure
+from latmix_tf.plotting import save_figure, show_image
 
 
 def blur_curve(sigmas: Sequence[float], accuracy: Sequence[float], path: str,
@@ -46,15 +46,6 @@ def deepfool_histogram(relative: np.ndarray, flipped: np.ndarray, path: str) -> 
   return save_figure(fig, path, dpi=100)
 
 
-def _show(ax, image: np.ndarray) -> None:
-  if image.shape[-1] == 1:
-    ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
-  else:
-    ax.imshow(np.clip(image, 0, 1))
-  ax.set_xticks([])
-  ax.set_yticks([])
-
-
 def perturbation_strip(x: np.ndarray, x_adv: np.ndarray, path: str,
                        labels: Optional[Sequence[str]] = None,
                        adv_labels: Optional[Sequence[str]] = None) -> str:
@@ -69,7 +60,7 @@ def perturbation_strip(x: np.ndarray, x_adv: np.ndarray, path: str,
     rows = (x[j], 0.5 + 0.5 * r / scale, x_adv[j])
     for i, image in enumerate(rows):
       ax = fig.add_subplot(3, n, i * n + j + 1)
-      _show(ax, image)
+      show_image(ax, image)
       if i == 0 and labels is not None:
         ax.set_title(str(labels[j]), fontsize=7)
       if i == 1:

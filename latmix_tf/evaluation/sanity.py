@@ -197,21 +197,22 @@ def continue_deepfool(lf, result: deepfool.DeepFoolResult, num_classes: int,
 
 def evaluation_checks(lf, x, y, num_classes, cfg, metrics, curves, aa, apgd_curve,
                       deepfool_result: Optional[deepfool.DeepFoolResult] = None) -> List[Check]:
-  """Every check on one evaluation's results (`robustness.evaluate_saved_model`).
+  """Every check on one evaluation's results (the "sanity" evaluator, `adversarial.py`).
 
   Args:
     lf: differentiable logits function; x, y: float test images and labels.
     num_classes: K.
     cfg: the EvalConfig (tolerance, sample counts, attack settings).
-    metrics: flat metrics so far ("deepfool/fooling_rate" is read).
-    curves: {"fgsm" | "pgd": per-eps boolean "still correct" arrays}.
+    metrics: flat metrics so far ("deepfool/fooling_rate" is read when present).
+    curves: {"fgsm" | "pgd": per-eps boolean "still correct" arrays}; {} = FGSM / PGD did not
+      run (their checks are left out).
     aa: {budget "Linf@0.1": run_autoattack result}.
     apgd_curve: {eps: APGD-CE accuracy}.
-    deepfool_result: the evaluation's DeepFool run (None: rerun on the first
-      `cfg.deepfool_samples` images when its fooling rate is below 1).
+    deepfool_result: the evaluation's DeepFool run (None: run here on the first
+      `cfg.deepfool_samples` images unless the metrics say every image flipped).
   """
   tol, checks = cfg.sanity_tolerance, []
-  eps = list(cfg.attack_epsilons)
+  eps = list(cfg.attack_epsilons) if curves else []
   acc = {k: [float(np.mean(c)) for c in v] for k, v in curves.items()}
   if eps:
     checks.append(iterative_at_least_single_step(eps, acc["fgsm"], acc["pgd"], tol))
@@ -231,7 +232,7 @@ def evaluation_checks(lf, x, y, num_classes, cfg, metrics, curves, aa, apgd_curv
   ran = [c for c in squares if c.passed is not None]
   checks.append(max(ran, key=lambda c: c.value) if ran else squares[0] if squares else
                 black_box_not_stronger({}, tol))
-  if deepfool_result is None and metrics["deepfool/fooling_rate"] < 1.0:
+  if deepfool_result is None and metrics.get("deepfool/fooling_rate", 0.0) < 1.0:
     n_df = len(x) if cfg.deepfool_samples is None else min(cfg.deepfool_samples, len(x))
     deepfool_result = deepfool.run_deepfool(
         lf, x[:n_df], num_classes, cfg.deepfool_candidates, cfg.deepfool_overshoot,

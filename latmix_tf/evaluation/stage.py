@@ -6,40 +6,56 @@ evaluation config and the data it is scored on - never by the training config - 
 `EvalConfig` re-evaluates every existing model without retraining it, and an unchanged one
 costs nothing on a rerun.
 
+The record's outputs are what every consumer (the runner's report and metrics.json,
+`--evaluate`, the comparison) reads, through `metrics`, `figures` and `notes`, never the
+stage's files: {"metrics": flat metrics, "figures": PNG file names relative to the stage
+folder, "notes": report lines (the sanity checks, failures first)}. A record whose outputs are
+the flat metrics alone is reused too: its figures are the suite's PNGs present in the folder
+and its notes are read from `evaluation.json`.
+
 A cached evaluation is reused only after `check_cached` (as the classifier stage checks its
-SavedModel): the record must list the metrics every report reads (`REQUIRED_METRICS`), and
-`evaluation.json` must parse and hold the same metrics. A record emptied by hand or by a
-faulty copy, or a truncated `evaluation.json`, is evaluated again, with a line saying why:
-reusing it would silently drop metrics from `metrics.json` on every later run.
+SavedModel): the record must list the metrics every report reads (`Evaluator.required` of the
+chosen evaluators), `evaluation.json` must parse and hold the same metrics, and every figure
+the record lists must exist. A record emptied by hand or by a faulty copy, a truncated
+`evaluation.json` or a deleted figure is evaluated again, with a line saying why: reusing it
+would silently drop metrics from `metrics.json` (or figures from the report) on every later
+run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from latmix_tf import export, stages
 from latmix_tf.config import EvalConfig, config_hash
 from latmix_tf.data.sources import array_fingerprint
+from latmix_tf.evaluation import evaluators, suite
 from latmix_tf.jsonio import read_json
 
-EVALUATION_FILE = "evaluation.json"  # = robustness.EVALUATION_FILE, without importing it here
-# What every evaluation reports and every consumer (report, comparison, README tables) reads.
-REQUIRED_METRICS = ("test/accuracy", "blur/area", "deepfool/rho_adv", "calibration/ece")
+# What the whole suite promises every report (`Evaluator.required`).
+REQUIRED_METRICS = evaluators.required_metrics(EvalConfig().evaluators)
+
+def _eval_hash(cfg: EvalConfig) -> str:
+  """The config's hash; the whole suite in its standard order (the default `evaluators`)
+  hashes as the measurement settings alone, so choosing it by name or by default is one key."""
+  whole = cfg.evaluators == EvalConfig().evaluators
+  return config_hash(cfg, exclude=("evaluators",) if whole else ())
 
 
 def evaluation_key(export_dir: str, cfg: EvalConfig, x_test: np.ndarray, y_test: np.ndarray,
                    x_val: Optional[np.ndarray] = None, y_val: Optional[np.ndarray] = None
-                   ) -> Dict[str, str]:
+                   ) -> Dict[str, Any]:
   """What an evaluation depends on: the model's bytes, the config and the data scored."""
-  key = {"saved_model": export.saved_model_fingerprint(export_dir), "eval": config_hash(cfg),
-         "test_data": array_fingerprint(x_test, y_test)}
+  data = {"test": array_fingerprint(x_test, y_test)}
   if x_val is not None:
-    key["val_data"] = array_fingerprint(x_val, y_val)
-  return key
+    data["val"] = array_fingerprint(x_val, y_val)
+  return stages.stage_key(config=_eval_hash(cfg), data=data,
+                          upstream={"saved_model": export.saved_model_fingerprint(export_dir)})
 
 
 def _numeric(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -51,33 +67,66 @@ def _same(a: Any, b: Any) -> bool:
                     and math.isnan(b))
 
 
-def check_cached(directory: str, record: Dict[str, Any]) -> Dict[str, Any]:
-  """The cached metrics of a finished evaluation record, if its files still back them.
+def metrics(record: Dict[str, Any]) -> Dict[str, Any]:
+  """The flat metrics of an evaluation stage record ({} if it holds none)."""
+  outputs = record.get("outputs")
+  if not isinstance(outputs, dict):
+    return {}
+  return outputs["metrics"] if isinstance(outputs.get("metrics"), dict) else outputs
 
+
+def figures(record: Dict[str, Any]) -> List[str]:
+  """The figures of an evaluation stage record: PNG file names relative to the stage folder."""
+  return list((record.get("outputs") or {}).get("figures", []))
+
+
+def notes(record: Dict[str, Any]) -> List[str]:
+  """The report notes of an evaluation stage record (sanity checks, failures first)."""
+  return list((record.get("outputs") or {}).get("notes", []))
+
+
+def check_cached(directory: str, record: Dict[str, Any],
+                 required: Sequence[str] = REQUIRED_METRICS) -> Dict[str, Any]:
+  """The outputs of a finished evaluation record, if its files still back them.
+
+  Args:
+    directory: the stage's folder.
+    record: its stage record.
+    required: metrics the record must hold (those of the evaluators the config chose).
+  Returns:
+    {"metrics", "figures", "notes"}; for a record of flat metrics only, the figures and notes
+    are found in `directory`.
   Raises:
-    stages.StageDamaged: the record lacks required metrics, or `evaluation.json` is missing,
-      unreadable or holds other metrics than the record.
+    stages.StageDamaged: the record lacks required metrics, `evaluation.json` is missing,
+      unreadable or holds other metrics than the record, or a listed figure is missing.
   """
   outputs = record.get("outputs")
   if not isinstance(outputs, dict):
     raise stages.StageDamaged("its record holds no metrics")
-  missing = [k for k in REQUIRED_METRICS if k not in outputs]
+  found = metrics(record)
+  missing = [k for k in required if k not in found]
   if missing:
-    raise stages.StageDamaged(f"its record lacks {', '.join(missing)} ({len(outputs)} metrics)")
-  saved = read_json(os.path.join(directory, EVALUATION_FILE))
+    raise stages.StageDamaged(f"its record lacks {', '.join(missing)} ({len(found)} metrics)")
+  saved = read_json(os.path.join(directory, suite.EVALUATION_FILE))
   if not isinstance(saved, dict) or not isinstance(saved.get("metrics"), dict):
-    raise stages.StageDamaged(f"{EVALUATION_FILE} is missing, truncated or unreadable")
+    raise stages.StageDamaged(f"{suite.EVALUATION_FILE} is missing, truncated or unreadable")
   written = _numeric(saved["metrics"])
-  if written.keys() != outputs.keys() or not all(_same(written[k], outputs[k]) for k in written):
-    raise stages.StageDamaged(f"{EVALUATION_FILE} holds other metrics than the stage record")
-  return outputs
+  if written.keys() != found.keys() or not all(_same(written[k], found[k]) for k in written):
+    raise stages.StageDamaged(f"{suite.EVALUATION_FILE} holds other metrics than the stage record")
+  if found is outputs:  # flat metrics only: the figures and notes are in the folder
+    return {"metrics": found, "notes": suite.sanity_notes(directory), "figures": [
+        f for f in suite.PNG_FILES if os.path.isfile(os.path.join(directory, f))]}
+  lost = [f for f in figures(record) if not os.path.isfile(os.path.join(directory, f))]
+  if lost:
+    raise stages.StageDamaged(f"its figure {lost[0]} is missing")
+  return {"metrics": found, "figures": figures(record), "notes": notes(record)}
 
 
 def evaluation_stage(export_dir: str, x_test: np.ndarray, y_test: np.ndarray, cfg: EvalConfig,
                      directory: str, log: Callable[[str], None] = print, rebuild: bool = False,
                      x_val: Optional[np.ndarray] = None, y_val: Optional[np.ndarray] = None,
                      cache_dir: Optional[str] = None) -> stages.StageResult:
-  """The "evaluation" stage: `evaluate_saved_model`, cached by `evaluation_key`.
+  """The "evaluation" stage: the evaluators `cfg.evaluators` names, cached by `evaluation_key`.
 
   Args:
     export_dir: the SavedModel.
@@ -90,18 +139,25 @@ def evaluation_stage(export_dir: str, x_test: np.ndarray, y_test: np.ndarray, cf
     cache_dir: where generated test sets (the corrupted images) are cached, keyed by their
       config; None generates them in memory each time.
   Returns:
-    The stage result; its outputs (and value) are the flat metrics.
+    The stage result: its value is the flat metrics; its record's outputs hold the metrics,
+    figures and notes (read them with `metrics`, `figures`, `notes`).
+  Raises:
+    ValueError: `cfg.evaluators` names an unknown evaluator.
   """
-  from latmix_tf.evaluation.robustness import evaluate_saved_model  # pylint: disable=import-outside-toplevel
+  required = evaluators.required_metrics(cfg.evaluators)
   key = evaluation_key(export_dir, cfg, x_test, y_test, x_val, y_val)
 
   def build(resumed):
     del resumed
-    metrics = evaluate_saved_model(export_dir, x_test, y_test, cfg, directory, log=log,
-                                   x_val=x_val, y_val=y_val, cache_dir=cache_dir)
-    metrics = _numeric(metrics)
-    return metrics, metrics
+    result = suite.run_evaluators(export_dir, x_test, y_test, cfg, directory, log=log,
+                                  x_val=x_val, y_val=y_val, cache_dir=cache_dir)
+    outputs = {"metrics": _numeric(result.metrics), "figures": list(result.figures),
+               "notes": list(result.notes)}
+    return outputs, outputs
 
-  return stages.run_stage(stages.Stage("evaluation", directory, key), build,
-                          lambda record: check_cached(directory, record), rebuild=rebuild,
-                          log=log)
+  result = stages.run_stage(stages.Stage("evaluation", directory, key), build,
+                            lambda record: check_cached(directory, record, required),
+                            rebuild=rebuild, log=log)
+  # A reused record of flat metrics only is completed in memory with what check_cached found.
+  record = dict(result.record, outputs=result.value)
+  return dataclasses.replace(result, record=record, value=result.value["metrics"])

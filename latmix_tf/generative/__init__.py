@@ -39,7 +39,8 @@ Also here: `frechet` (the generator's Fréchet distance) and `reports` (its figu
 """
 
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
-                                         generator_checkpoint_hash, save_image_grid)
+                                         generator_checkpoint_hash)
 from latmix_tf.generative.health import GeneratorTrainingError, HealthGuard, check_health
+from latmix_tf.generative.reports import save_image_grid
 from latmix_tf.generative.train import (generator_stage, train_generator,
                                         train_or_load_generator)

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from latmix_tf import export, stages
 from latmix_tf.data.pipeline import to_float
+from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.generative.handle import generator_checkpoint_hash
 
 FeatureSource = Union[str, Callable[[tf.Tensor], tf.Tensor]]
@@ -128,19 +129,21 @@ def generator_frechet_distance(gm, test_images: np.ndarray, classifier: FeatureS
 
 def frechet_stage(gm, generator_key: str, test_images: np.ndarray, feature_model: str,
                   directory: str, num_samples: int = 10000, seed: int = 0,
-                  log: Callable[[str], None] = print,
-                  index: Optional[str] = None) -> stages.StageResult:
+                  log: Callable[[str], None] = print, index: Optional[str] = None,
+                  rebuild: bool = False) -> stages.StageResult:
   """The "frechet" stage: `generator_frechet_distance` against a SavedModel's features.
 
   Why a stage: a rerun whose generator and feature network did not change should not spend
   ~20 s recomputing the same figure. Keyed by the generator stage's key and weights, the
-  feature SavedModel's fingerprint, N and the seed; any change recomputes. Its outputs are
-  {"frechet_distance", "feature_model", "num_samples"}.
+  feature SavedModel's fingerprint, the test images, N and the seed; any change recomputes.
+  Its outputs are {"frechet_distance", "feature_model", "num_samples"}.
   """
   n = min(num_samples, len(test_images))
-  key = {"generator": generator_key, "generator_weights": generator_checkpoint_hash(gm),
-         "features": export.saved_model_fingerprint(feature_model), "num_samples": n,
-         "seed": int(seed)}
+  key = stages.stage_key(
+      data=array_fingerprint(test_images[:n]),
+      upstream={"generator": generator_key, "generator_weights": generator_checkpoint_hash(gm),
+                "features": export.saved_model_fingerprint(feature_model)},
+      num_samples=n, seed=int(seed))
 
   def build(resumed):
     del resumed
@@ -156,4 +159,5 @@ def frechet_stage(gm, generator_key: str, test_images: np.ndarray, feature_model
       raise stages.StageDamaged("no finite distance in the record")
     return value
 
-  return stages.run_stage(stages.Stage("frechet", directory, key, index), build, load, log=log)
+  return stages.run_stage(stages.Stage("frechet", directory, key, index), build, load,
+                          rebuild=rebuild, log=log)

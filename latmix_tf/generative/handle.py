@@ -9,14 +9,13 @@ whichever generator an experiment picks.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Callable, Dict, List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from latmix_tf.config import GeneratorConfig
+from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.models import dcgan, vae
 
 KINDS = ("dcgan", "vae")
@@ -131,29 +130,3 @@ def generator_checkpoint_hash(gm_or_models) -> str:
       h.update(str((value.shape, value.dtype.str)).encode())
       h.update(value.tobytes())
   return h.hexdigest()[:16]
-
-
-def image_grid(images: np.ndarray, ncol: int = 8, pad: int = 1) -> np.ndarray:
-  """Tiles [N,H,W,C] images in [0,1] into one uint8 [rows*(H+pad), ncol*(W+pad), C] array."""
-  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-  n, h, w, c = images.shape
-  ncol = min(ncol, n)
-  rows = -(-n // ncol)
-  grid = np.ones((rows * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
-  for i, img in enumerate(images):
-    r, k = divmod(i, ncol)
-    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
-         pad + k * (w + pad):pad + k * (w + pad) + w] = img
-  return np.round(grid * 255).astype(np.uint8)
-
-
-def save_image_grid(images, path: str, ncol: int = 8, scale: int = 2) -> str:
-  """Writes images in [0,1] as one PNG grid (nearest-neighbour upscaled by `scale`)."""
-  grid = image_grid(images, ncol)
-  if scale > 1:
-    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  tf.io.write_file(tmp, tf.io.encode_png(grid))
-  os.replace(tmp, path)
-  return path

@@ -3,15 +3,16 @@
 A mean PSNR hides a lot: a few classes reconstructed badly, blurry but "close" images,
 interpolations that leave the data manifold. These PNGs make that visible at a glance:
 
-* `samples.png`: G(z) for prior draws;
+* `samples.png`: G(z) for prior draws, a grid of their pixels (`save_image_grid`, which
+  also writes the generator stage's per-epoch sample grids);
 * `reconstructions.png`: training images (odd rows) above G(z_bank) (even rows), with the
   per-image PSNR;
 * `psnr_hist.png`: distribution of the inversion PSNR over the bank, with its mean;
 * `interpolations.png`: G((1 - t) z_i + t z_j), t = 0..1, between pairs of training images
   of different classes, framed by the two originals - the inputs of latent mixup.
 
-Figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state, no
-windows), written by `latmix_tf.plotting.save_figure`.
+The other figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot
+state, no windows); every PNG is written by `latmix_tf.plotting.save_figure`.
 """
 
 from __future__ import annotations
@@ -24,40 +25,37 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from latmix_tf.data.pipeline import to_float
-from latmix_tf.plotting import save_figure
+from latmix_tf.plotting import save_figure, show_image
 from latmix_tf.models.dcgan import sample_prior
 
 
-def _decode(gen, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  out = [np.asarray(gen.decode(tf.constant(z[i:i + batch_size], tf.float32)))
-         for i in range(0, len(z), batch_size)]
-  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+def image_grid(images: np.ndarray, ncol: int = 8, pad: int = 1) -> np.ndarray:
+  """Tiles [N,H,W,C] images in [0,1] into one uint8 [rows*(H+pad), ncol*(W+pad), C] array."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  n, h, w, c = images.shape
+  ncol = min(ncol, n)
+  rows = -(-n // ncol)
+  grid = np.ones((rows * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
+  for i, img in enumerate(images):
+    r, k = divmod(i, ncol)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + k * (w + pad):pad + k * (w + pad) + w] = img
+  return np.round(grid * 255).astype(np.uint8)
 
 
-def _show(ax, img: np.ndarray) -> None:
-  img = np.clip(img, 0.0, 1.0)
-  if img.shape[-1] == 1:
-    ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    ax.imshow(img)
-  ax.set_xticks([])
-  ax.set_yticks([])
+def save_image_grid(images, path: str, ncol: int = 8, scale: int = 2) -> str:
+  """Writes images in [0,1] as one PNG grid of their pixels (nearest-neighbour upscaled by
+  `scale`, grey images as one channel): the generator's output as it is, not resampled."""
+  grid = image_grid(images, ncol)
+  if scale > 1:
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+  return save_figure(grid, path)
 
 
 def sample_grid(gen, path: str, n: int = 64, seed: int = 0, ncol: int = 8) -> str:
   """Writes a grid of G(z), z drawn from the generator's prior."""
   z = sample_prior(gen.prior, n, gen.latent_dim, seed)
-  images = _decode(gen, z.numpy())
-  rows = -(-n // ncol)
-  fig = Figure(figsize=(ncol * 0.9, rows * 0.9))
-  for i in range(rows * ncol):
-    ax = fig.add_subplot(rows, ncol, i + 1)
-    if i < n:
-      _show(ax, images[i])
-    else:
-      ax.axis("off")
-  fig.suptitle(f"samples G(z), z ~ {gen.prior} prior")
-  return save_figure(fig, path, dpi=100)
+  return save_image_grid(gen.decode_numpy(z.numpy()), path, ncol)
 
 
 def reconstruction_grid(x: np.ndarray, x_rec: np.ndarray, path: str,
@@ -75,8 +73,8 @@ def reconstruction_grid(x: np.ndarray, x_rec: np.ndarray, path: str,
       top.axis("off")
       bottom.axis("off")
       continue
-    _show(top, x[i])
-    _show(bottom, x_rec[i])
+    show_image(top, x[i])
+    show_image(bottom, x_rec[i])
     if psnr is not None:
       bottom.set_title(f"{psnr[i]:.1f} dB", fontsize=7)
     if c == 0:
@@ -133,8 +131,8 @@ def interpolation_strips(gen, z: np.ndarray, pairs: np.ndarray, path: str,
   t = np.linspace(0.0, 1.0, steps, dtype=np.float32)
   zi, zj = z[pairs[:, 0]], z[pairs[:, 1]]
   mixed = (1.0 - t)[None, :, None] * zi[:, None, :] + t[None, :, None] * zj[:, None, :]
-  images = _decode(gen, mixed.reshape(-1, z.shape[1])).reshape(len(pairs), steps,
-                                                                *gen_image_shape(gen, x))
+  images = gen.decode_numpy(mixed.reshape(-1, z.shape[1])).reshape(
+      len(pairs), steps, *gen_image_shape(gen, x))
   ncol = steps + (2 if x is not None else 0)
   fig = Figure(figsize=(ncol * 0.9, len(pairs) * 1.0))
   for r, (i, j) in enumerate(pairs):
@@ -143,7 +141,7 @@ def interpolation_strips(gen, z: np.ndarray, pairs: np.ndarray, path: str,
       row = [to_float(x[i:i + 1])[0]] + row + [to_float(x[j:j + 1])[0]]
     for c, img in enumerate(row):
       ax = fig.add_subplot(len(pairs), ncol, r * ncol + c + 1)
-      _show(ax, img)
+      show_image(ax, img)
       if r == 0 and x is not None and c in (0, ncol - 1):
         ax.set_title("x_i" if c == 0 else "x_j", fontsize=8)
       elif r == 0:
@@ -178,7 +176,7 @@ def write_inversion_report(gen, bank, x_train: np.ndarray, out_dir: str, seed: i
   """
   rng = np.random.default_rng(seed)
   idx = np.sort(rng.choice(len(bank.z), min(n_images, len(bank.z)), replace=False))
-  rec = _decode(gen, bank.z[idx])
+  rec = gen.decode_numpy(bank.z[idx])
   pairs = pick_pairs(bank.labels, n_pairs, seed)
   return {
       "samples": sample_grid(gen, os.path.join(out_dir, "samples.png"), seed=seed),

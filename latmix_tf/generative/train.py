@@ -1,9 +1,9 @@
 """Training the generative models (DCGAN, VAE) as the "generator" stage.
 
 Each model owns its `train_step` and loss trackers (keras-io's generative examples); the
-epochs run through the shared `training.epochs.EpochLoop` (resume, history inside the
-checkpoint, chief/worker saves). Inside an epoch, chunks of `guard.check_every` steps run in
-one compiled `tf.function` (over `tf.range`), and between chunks the Python side checks the
+epochs run through the shared `epochs.EpochLoop` (resume, history inside the checkpoint,
+chief/worker saves) and the steps through `steps.Steps`: chunks of `guard.check_every` steps
+run in one compiled call (over `tf.range`), and between chunks the Python side checks the
 run's health: a GAN can fail silently (NaNs, a discriminator that wins outright, mode
 collapse) and every downstream number would then be computed on garbage, so `check_health`
 (generative/health.py) stops the run with a `GeneratorTrainingError` saying what went wrong.
@@ -27,13 +27,16 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf import distribute, stages
-from latmix_tf.config import GeneratorConfig, config_hash, to_dict
+from latmix_tf.config import to_dict
+from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.data.pipeline import to_float
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.generative.handle import (GenerativeModel, build_generative_model,
-                                         generator_checkpoint_hash, save_image_grid)
+                                         generator_checkpoint_hash)
+from latmix_tf.generative.reports import save_image_grid
 from latmix_tf.generative.health import HealthGuard, check_health, pixel_diversity
 from latmix_tf.epochs import EpochLoop
+from latmix_tf.steps import Steps, epoch_order
 
 SAMPLES_DIR = "samples"
 GRID_SEED = 1234  # fixed noise of the per-epoch sample grids
@@ -41,13 +44,12 @@ GRID_SEED = 1234  # fixed noise of the per-epoch sample grids
 
 def image_dataset(x_uint8: np.ndarray, batch_size: int, seed: int, epoch: int,
                   steps: int) -> tf.data.Dataset:
-  """`steps` full batches of float images in [0,1]; order fixed by (seed, epoch)."""
-  n = len(x_uint8)
-  reps = -(-steps * batch_size // n)  # a capped epoch may need more than one pass
-  perm = np.concatenate([np.random.default_rng([seed, epoch, r]).permutation(n)
-                         for r in range(reps)])[:steps * batch_size]
+  """`steps` full batches of float images in [0,1]; order fixed by (seed, epoch).
+
+  A capped epoch that needs more than one pass over the images reshuffles for each pass."""
+  order = epoch_order(seed, epoch, len(x_uint8), steps * batch_size, reshuffle=True)
   x_all = tf.constant(x_uint8)
-  ds = tf.data.Dataset.from_tensor_slices(perm).batch(batch_size, drop_remainder=True)
+  ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
   return ds.map(lambda idx: to_float(tf.gather(x_all, idx)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
@@ -82,31 +84,22 @@ def train_generator(gm: GenerativeModel, x_train: np.ndarray, directory: str, se
   batch = min(cfg.batch_size, len(x_train))
   steps = cfg.steps_per_epoch or len(x_train) // batch
   loop = _loop(gm, directory, strategy, log, steps)
-  options = tf.data.Options()
-  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-
-  @tf.function
-  def run_steps(iterator, n):
-    for _ in tf.range(n):
-      strategy.run(trainer.train_step, args=(next(iterator),))
-    return {m.name: m.result() for m in trainer.metrics}
-
+  # The trackers keep their own means over the epoch: `run` returns them, no sums.
+  train_steps = Steps(strategy, trainer.train_step,
+                      results=lambda: {m.name: m.result() for m in trainer.metrics})
   grid_z = gm.sample_prior(64, GRID_SEED)
   real_diversity = pixel_diversity(to_float(x_train[:1000]))
   samples = {}
 
+  def after_chunk(k, results):
+    check_health(gm.kind, results, int(trainer.step.numpy()), None, None, guard)
+    loop.advance(k, **{name: results[name] for name in list(results)[:2]})
+
   def run_epoch(epoch):
     for m in trainer.metrics:
       m.reset_state()
-    iterator = iter(strategy.experimental_distribute_dataset(
-        image_dataset(x_train, batch, seed, epoch, steps).with_options(options)))
-    done = 0
-    while done < steps:
-      k = min(guard.check_every, steps - done)
-      results = {k_: float(v) for k_, v in run_steps(iterator, tf.constant(k)).items()}
-      done += k
-      check_health(gm.kind, results, int(trainer.step.numpy()), None, None, guard)
-      loop.advance(k, **{name: results[name] for name in list(results)[:2]})
+    results = train_steps.run_chunks(image_dataset(x_train, batch, seed, epoch, steps), steps,
+                                     guard.check_every, after_chunk)
     samples["grid"] = gm.decode(grid_z).numpy()
     diversity = pixel_diversity(samples["grid"])
     check_health(gm.kind, results, int(trainer.step.numpy()), diversity, real_diversity, guard)
@@ -131,8 +124,7 @@ def _training_images(data) -> np.ndarray:
 
 def generator_key(cfg: GeneratorConfig, x_train: np.ndarray, seed: int) -> Dict:
   """What a trained generator depends on: its config, the training images and the seed."""
-  return {"config": config_hash(cfg), "data": array_fingerprint(x_train)[:16],
-          "seed": int(seed)}
+  return stages.stage_key(config=cfg, data=array_fingerprint(x_train), seed=int(seed))
 
 
 def generator_stage(cfg: GeneratorConfig, data, directory: str, seed: int = 0,

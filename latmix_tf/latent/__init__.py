@@ -1,28 +1,17 @@
-"""Latent-Mixup: everything between a trained generator and the classifier's batches.
+"""The latent side of Latent-Mixup: everything between a trained generator and its mixes.
 
   inversion.py    encoder start + latent optimisation (Lipton & Tripathi 2017), and the one
                   decision of where the inversion starts (`inversion_start`)
-  encoder.py      the post-hoc inversion encoder, for a generator without its own (stage)
+  encoder_stage.py the post-hoc inversion encoder, for a generator without its own (stage)
   bank.py         the latent bank: every training image inverted, chunked, resumable (stage)
   bank_store.py   the bank's checksummed on-disk format
-  method.py       `LatentMixup`: pair sampling, latent mixing, the method of the one loop
-  pipeline.py     `build_latent_mixup`: the stages above (and the generator's) -> the method
-  on_manifold.py  on-manifold adversarial training (Stutz et al. 2019) on the same stages
+  stages.py       `build_latent_stages`: generator, encoder, bank and Fréchet stages, in order
+  mixes.py        pair sampling and latent mixing of bank codes, as training draws them
+  mix_quality.py  the decoded mixes in a reference network's eyes
+  report.py       the stages' figures, notes and metrics for the run's report
 
-The training registry builds the method through `build_latent_mixup`, like every other
-method through its factory.
+Nothing here imports the training side: the runner builds these stages and hands their
+results to the training methods that declared them (`training/registry.py`).
 """
 
-from latmix_tf.latent.method import LatentMixup, LatentMixupConfig, PairSampler
-
-
-def __getattr__(name):
-  # `build_latent_mixup` pulls in the generative stack, which itself uses the training
-  # package that registers this method: resolved on first use, not at import (PEP 562).
-  if name == "build_latent_mixup":
-    from latmix_tf.latent.pipeline import build_latent_mixup  # pylint: disable=import-outside-toplevel
-    return build_latent_mixup
-  if name == "build_on_manifold_at":
-    from latmix_tf.latent.on_manifold import build_on_manifold_at  # pylint: disable=C0415
-    return build_on_manifold_at
-  raise AttributeError(f"module 'latmix_tf.latent' has no attribute {name!r}")
+from latmix_tf.latent.mixes import PairSampler, latent_mix_dataset

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf import distribute, progress, stages
-from latmix_tf.config import InversionConfig, config_hash
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.data.pipeline import to_float
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.latent.bank_store import (BankError, LatentBank, chunk_path, load_chunk,
@@ -108,8 +108,8 @@ def _invert_on_replicas(inverter: Inverter, x: np.ndarray, offset: int, seed: in
 def bank_key(upstream: Dict, cfg: InversionConfig, x_train: np.ndarray, y_train: np.ndarray,
              seed: int) -> Dict:
   """The bank stage's key: the consumed stages' keys + inversion config + data + seed."""
-  return {"upstream": upstream, "inversion": config_hash(cfg),
-          "data": array_fingerprint(x_train, y_train), "seed": int(seed)}
+  return stages.stage_key(config=cfg, data=array_fingerprint(x_train, y_train),
+                          upstream=upstream, seed=int(seed))
 
 
 def _chunk(i, chunks, mine, parts, inverter, x_train, bank_dir, key_hash, seed, strategy, log,

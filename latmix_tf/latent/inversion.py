@@ -5,7 +5,7 @@ that G decodes back into (nearly) that image. Two tools, combined:
 
 * an encoder E: x -> z (`models/encoder.py`), trained with G frozen on pairs (G(z), z),
   z from the prior (latent regression), plus ||G(E(x)) - x||^2 on real images
-  (`latmix_tf.latent.encoder`, a cached and resumable stage);
+  (`latmix_tf.latent.encoder_stage`, a cached and resumable stage);
 * latent optimisation (Lipton & Tripathi 2017): Adam on z for K steps, minimising
   pixel MSE + w * feature distance (activations of a fixed network: the GAN's discriminator
   or the dataset classifier), with *stochastic clipping*: after each step, components that
@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from latmix_tf.config import InversionConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.data.pipeline import to_float
 from latmix_tf.models.dcgan import PRIORS, sample_prior
 
@@ -125,7 +125,7 @@ def inversion_start(gen, cfg: InversionConfig) -> str:
 
   "random" (prior samples, `cfg.random_starts`), "model_encoder" (the generator brought its
   own encoder: a VAE's posterior mean, a recall-trained DCGAN's E) or "encoder" (a post-hoc
-  encoder must be trained first: `latmix_tf.latent.encoder`).
+  encoder must be trained first: `latmix_tf.latent.encoder_stage`).
   """
   if cfg.random_starts:
     return "random"

@@ -34,7 +34,7 @@ def mix_quality(mixes: Dict[str, np.ndarray], decode_numpy: Callable[[np.ndarray
   """The `mix/...` figures of the module docstring.
 
   Args:
-    mixes: `latent.method.mixed_examples` output: "images" [n, H, W, C] in [0, 1], "labels"
+    mixes: `latent.mixes.mixed_examples` output: "images" [n, H, W, C] in [0, 1], "labels"
       [n, K] (soft), "i", "j" (training indices), "lam" [n].
     decode_numpy: the generator's `codes -> images in [0, 1]` (numpy, batched).
     z_bank: the bank's codes, training-split order; x_train / y_train: that split.

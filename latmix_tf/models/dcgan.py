@@ -32,57 +32,17 @@ same update (tests/test_distributed.py).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional
 
 import keras
 import tensorflow as tf
 from keras import layers
 
 from latmix_tf.distribute import replica_dropout, replica_rows, replicas_in_sync
+from latmix_tf.models.blocks import (UpsamplingStack, conv_features, leaky_relu, plan,
+                                     strided_convs)
 from latmix_tf.models.encoder import InversionEncoder
 from latmix_tf.models.priors import PRIORS, check_prior, sample_prior  # noqa: F401 (re-exported)
-
-def _plan(image_shape: Sequence[int]) -> Tuple[int, int]:
-  """(start size, number of x2 upsamplings) for the supported image shapes."""
-  shape = tuple(image_shape)
-  if shape[:2] == (28, 28):
-    return 7, 2
-  if shape[:2] == (32, 32):
-    return 4, 3
-  raise ValueError(f"Unsupported image shape {shape}; the DCGAN/VAE support 28x28xC "
-                   f"(MNIST, Fashion-MNIST) and 32x32xC (CIFAR-10).")
-
-
-class UpsamplingStack(keras.Model):
-  """Dense projection, then stride-2 transposed convs to the image: logits [N,H,W,C].
-
-  Shared by the DCGAN generator and the VAE decoder (same capacity, comparable figures).
-  Widths halve at each upsampling, ending at `base_filters` before the output conv.
-  """
-
-  def __init__(self, image_shape, base_filters: int, batch_norm: bool,
-               sync_batch_norm: bool = False, **kwargs):
-    super().__init__(**kwargs)
-    start, ups = _plan(image_shape)
-    top = base_filters * 2 ** (ups - 1)
-    norm = lambda: ([layers.BatchNormalization(synchronized=sync_batch_norm)]  # noqa: E731
-                    if batch_norm else [])
-    self.project = keras.Sequential([
-        layers.Dense(start * start * top, use_bias=not batch_norm), *norm(),
-        layers.ReLU(), layers.Reshape((start, start, top))], name="project")
-    self.ups = []
-    for i in range(ups - 1):
-      width = top // 2 ** (i + 1)
-      self.ups.append(keras.Sequential([
-          layers.Conv2DTranspose(width, 4, 2, padding="same", use_bias=not batch_norm),
-          *norm(), layers.ReLU()], name=f"up{i}"))
-    self.out = layers.Conv2DTranspose(image_shape[-1], 4, 2, padding="same", name="to_image")
-
-  def call(self, z, training=False):
-    h = self.project(z, training=training)
-    for block in self.ups:
-      h = block(h, training=training)
-    return self.out(h)
 
 
 class Generator(keras.Model):
@@ -110,23 +70,17 @@ class Discriminator(keras.Model):
 
   def __init__(self, image_shape, base_filters: int = 32, dropout: float = 0.3, **kwargs):
     super().__init__(**kwargs)
-    _, downs = _plan(image_shape)
     self.dropout = dropout
-    self.convs = [layers.Conv2D(base_filters * 2 ** i, 4, 2, padding="same", name=f"conv{i}")
-                  for i in range(downs)]
+    self.convs = strided_convs(base_filters, plan(image_shape)[1])
     self.flatten = layers.Flatten()
     self.head = layers.Dense(1, name="logit")
 
   def _forward(self, x, training, seed):
-    h, feats = x * 2.0 - 1.0, []
-    for i, conv in enumerate(self.convs):
-      h = conv(h)
-      # max(h, 0.2 h) rather than tf.nn.leaky_relu: grappler's conv+bias+LeakyRelu fusion
-      # fails (noisily) on the gradient of this block inside a tf.while_loop.
-      h = tf.maximum(h, 0.2 * h)
-      feats.append(h)
-      if training and self.dropout > 0:  # = stateless_dropout on one replica
-        h = replica_dropout(h, self.dropout, tf.cast(seed, tf.int64) + [0, 7919 * (i + 1)])
+    dropout = None
+    if training and self.dropout > 0:  # = stateless_dropout on one replica
+      dropout = lambda i, h: replica_dropout(  # noqa: E731
+          h, self.dropout, tf.cast(seed, tf.int64) + [0, 7919 * (i + 1)])
+    h, feats = conv_features(self.convs, x, leaky_relu, between=dropout)
     return self.head(self.flatten(h))[:, 0], feats
 
   def call(self, x, training=False, seed=None):

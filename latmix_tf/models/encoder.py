@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from latmix_tf.models.blocks import conv_features, leaky_relu, strided_convs
 from latmix_tf.models.priors import PRIORS
 
 
@@ -35,23 +36,14 @@ class InversionEncoder(keras.Model):
     # Seeded initialisers: the same seed gives the same encoder in any process, so a run
     # resumed from a checkpoint and an uninterrupted one agree.
     init = lambda i: keras.initializers.GlorotUniform(seed=seed * 10 + i)  # noqa: E731
-    self.convs = [layers.Conv2D(base_filters * m, 4, 2, padding="same", name=f"conv{i}",
-                                kernel_initializer=init(i))
-                  for i, m in enumerate((1, 2, 4))]
+    self.convs = strided_convs(base_filters, 3, init)
     self.flatten = layers.Flatten()
     self.hidden = layers.Dense(hidden_units, name="hidden", kernel_initializer=init(3))
     self.head = layers.Dense(latent_dim, name="head", kernel_initializer=init(4))
 
   def call(self, x, training=False):
-    # Centre the [0, 1] inputs so the first layer does not start with a large bias.
-    h = x * 2.0 - 1.0
-    # max(h, 0.2 h) == leaky_relu(h, 0.2), but grappler's conv+bias+LeakyRelu fusion fails
-    # (noisily) on its gradient inside a tf.while_loop, where the DCGAN's recall term runs it.
-    for conv in self.convs:
-      h = conv(h)
-      h = tf.maximum(h, 0.2 * h)
-    h = self.hidden(self.flatten(h))
-    h = tf.maximum(h, 0.2 * h)
+    h, _ = conv_features(self.convs, x, leaky_relu)
+    h = leaky_relu(self.hidden(self.flatten(h)))
     z = self.head(h)
     return tf.tanh(z) if self.prior == "uniform" else z
 

@@ -24,7 +24,7 @@ import tensorflow_probability as tfp
 from keras import layers
 
 from latmix_tf.distribute import replica_rows, replicas_in_sync
-from latmix_tf.models.dcgan import UpsamplingStack, _plan
+from latmix_tf.models.blocks import UpsamplingStack, conv_features, plan, strided_convs
 
 tfd = tfp.distributions
 
@@ -34,18 +34,13 @@ class Encoder(keras.Model):
 
   def __init__(self, latent_dim: int, image_shape, base_filters: int = 32, **kwargs):
     super().__init__(**kwargs)
-    _, downs = _plan(image_shape)
     self.latent_dim = latent_dim
-    self.convs = [layers.Conv2D(base_filters * 2 ** i, 4, 2, padding="same", name=f"conv{i}")
-                  for i in range(downs)]
+    self.convs = strided_convs(base_filters, plan(image_shape)[1])
     self.flatten = layers.Flatten()
     self.params = layers.Dense(2 * latent_dim, name="posterior_params")
 
   def _forward(self, x):
-    h, feats = x * 2.0 - 1.0, []
-    for conv in self.convs:
-      h = tf.nn.relu(conv(h))
-      feats.append(h)
+    h, feats = conv_features(self.convs, x, tf.nn.relu)
     loc, raw_scale = tf.split(self.params(self.flatten(h)), 2, axis=-1)
     return loc, tf.nn.softplus(raw_scale) + 1e-4, feats
 

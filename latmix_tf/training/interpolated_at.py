@@ -1,10 +1,11 @@
 """Interpolated Adversarial Training (Lamb, Verma, Kawaguchi et al. 2019): adversarial training
 inside mixup, to keep robustness at a smaller cost in clean accuracy.
 
-The method is a composition of two existing ones, not a new loop: `Mixup` builds the mixed
-batch (x̃, ỹ) (λ ~ Beta(α, α), partners within the batch), `AdversarialTraining` attacks it
-against the soft labels ỹ with the same FGSM / PGD code evaluation uses, and the classifier
-trains on the clean mixed batch and its adversarial examples, 50/50:
+The method is the composition (`compose.Composed`) of two existing ones, not a new loop:
+`Mixup` is the batch source (x̃, ỹ) (λ ~ Beta(α, α), partners within the batch),
+`AdversarialTraining` the step that attacks it against the soft labels ỹ with the same FGSM /
+PGD code evaluation uses, and the classifier trains on the clean mixed batch and its
+adversarial examples, 50/50:
 
   loss = (1 − w)·CE(ỹ, f(x̃)) + w·CE(ỹ, f(x̃_adv)),   w = adversarial.adv_weight = 0.5.
 
@@ -27,9 +28,9 @@ from typing import Optional
 import tensorflow as tf
 
 from latmix_tf import mixing
-from latmix_tf.training.adversarial import (AdversarialConfig, AdversarialTraining,
-                                            clean_and_adversarial_batch)
-from latmix_tf.training.method import Method
+from latmix_tf.training.adversarial import AdversarialConfig, AdversarialTraining
+from latmix_tf.training.compose import Composed
+from latmix_tf.training.method import ERM
 from latmix_tf.training.mixup import Mixup, MixupConfig
 
 ORDERS = ("mix_then_attack", "attack_then_mix")
@@ -51,8 +52,8 @@ class MixupATConfig:
   order: str = "mix_then_attack"
 
 
-class MixupAT(Method):
-  """Mixup's batch, attacked by adversarial training's attack, clean + adversarial halves."""
+class MixupAT(Composed):
+  """Mixup's batch, attacked by adversarial training's step: clean + adversarial halves."""
 
   name = "mixup_at"
 
@@ -62,17 +63,14 @@ class MixupAT(Method):
     self.cfg = cfg
     self.adversarial = AdversarialTraining(cfg.adversarial)
     self.mixup = Mixup(cfg.mixup) if cfg.mixup is not None else None
+    super().__init__(self.mixup or ERM(), self.adversarial, name="mixup_at")
 
   def prepare_batch(self, model, x, y, seed):
-    w = self.cfg.adversarial.adv_weight
     y = tf.cast(y, tf.float32)
-    if self.mixup is None:
-      return clean_and_adversarial_batch(x, self.adversarial.attack(model, x, y, seed), y, w)
+    if self.mixup is None or self.cfg.order == "mix_then_attack":
+      return super().prepare_batch(model, x, y, seed)
+    w = self.cfg.adversarial.adv_weight
     mix_seeds = mixing.split_seed(seed, 2)
-    if self.cfg.order == "mix_then_attack":
-      x_mix, y_mix = self.mixup.prepare_batch(model, x, y, mix_seeds[0])
-      x_adv = self.adversarial.attack(model, x_mix, y_mix, seed)
-      return clean_and_adversarial_batch(x_mix, x_adv, y_mix, w)
     x_adv = self.adversarial.attack(model, x, y, seed)
     x_mix, y_mix = self.mixup.prepare_batch(model, x, y, mix_seeds[0])
     x_adv_mix, y_adv_mix = self.mixup.prepare_batch(model, x_adv, y, mix_seeds[1])

@@ -17,11 +17,13 @@ worker builds the same global batch and keeps its replicas' slices, so a global 
 same examples whatever the number of workers (the input is in-memory arrays, cheap to
 rebuild; `distribute_datasets_from_function` would need each worker to cut its own slice).
 
-Resume, record-then-checkpoint and chief/worker saves are `latmix_tf/epochs.EpochLoop`'s,
-shared with the generator and encoder training: the epoch's batches are a pure function of
-(seed, epoch) (see data/pipeline.py) and the step seeds of (seed, optimizer step), so a
-killed run restarted with the same command continues from the last readable checkpoint and
-ends with the same weights as an uninterrupted run.
+Resume, record-then-checkpoint and chief/worker saves are `latmix_tf/epochs.EpochLoop`'s, the
+compiled step and the batch distribution `latmix_tf/steps.py`'s, both shared with the
+generator and encoder training. The classifier runs one compiled step per batch
+(`Steps.one`): it sums its metrics per step in Python and moves the progress bar per step.
+The epoch's batches are a pure function of (seed, epoch) (see data/pipeline.py) and the step
+seeds of (seed, optimizer step), so a killed run restarted with the same command continues
+from the last readable checkpoint and ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from latmix_tf.config import DataConfig, TrainConfig
 from latmix_tf.data.pipeline import Splits, eval_dataset, train_dataset
 from latmix_tf.epochs import EpochLoop
 from latmix_tf.losses import soft_cross_entropy
+from latmix_tf.steps import Steps, distribute_dataset
 from latmix_tf.training.method import Method
-
 
 
 def steps_per_epoch(splits: Splits, data_cfg: DataConfig, train_cfg: TrainConfig) -> int:
@@ -90,8 +92,10 @@ class Trainer:
                                         **method.checkpoint_items()),
                           train_cfg.epochs, self.strategy, log, keep=train_cfg.keep_checkpoints,
                           steps=self.steps)
-    self._train_step = tf.function(self._distributed_train_step)
-    self._eval_step = tf.function(self._distributed_eval_step)
+    self._train = Steps(self.strategy, self._replica_train_step)
+    self._eval = Steps(self.strategy, self._replica_eval_step)
+    self._train_step = lambda x, y: self._train.one((x, y))
+    self._eval_step = lambda x, y: self._eval.one((x, y))
 
   # --- compiled steps -----------------------------------------------------------------
   def _replica_train_step(self, x, y):
@@ -124,9 +128,7 @@ class Trainer:
     return sums
 
   def _distributed_train_step(self, x, y):
-    sums = self.strategy.run(self._replica_train_step, args=(x, y))
-    return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in sums.items()}
+    return self._train.distributed((x, y))
 
   def _replica_eval_step(self, x, y):
     logits = self.model(x, training=False)
@@ -134,17 +136,9 @@ class Trainer:
     return {"loss": tf.reduce_sum(soft_cross_entropy(y, logits)),
             "accuracy": tf.reduce_sum(correct), "count": tf.cast(tf.shape(x)[0], tf.float32)}
 
-  def _distributed_eval_step(self, x, y):
-    sums = self.strategy.run(self._replica_eval_step, args=(x, y))
-    return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in sums.items()}
-
   # --- Python side: one epoch; resume and checkpoints are the EpochLoop's ---------------
   def distribute_dataset(self, ds: tf.data.Dataset):
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
-    return self.strategy.experimental_distribute_dataset(ds.with_options(options))
+    return distribute_dataset(self.strategy, ds)
 
   def _run(self, ds, step_fn, advance=None) -> Dict[str, float]:
     totals: Dict[str, float] = {}

@@ -10,10 +10,11 @@ is a small object with four hooks that the one loop in `loop.py` calls:
                                        against (manifold mixup mixes hidden states here)
   after_step(model, x, y, seed)        after the classifier update (e.g. GAT's generator step)
 
-Methods that consume earlier stages (latent mixup: generator, encoder, latent bank) are
-built by a factory from a `MethodContext` (see registry.py) and list those stages' key hashes
-in `upstream`, which the classifier stage adds to its key; `report` contributes their
-figures, notes and metrics to the experiment's report.
+Methods that consume earlier stages (latent mixup: generator, encoder, latent bank) declare
+them in the registry; the runner builds those stages first and the method's factory receives
+their results in `MethodInputs` (see registry.py). The method lists the consumed stages' key
+hashes in `upstream`, which the classifier stage adds to its key. Two methods combine into
+one - a batch source and a step - through `compose.py`.
 
 All hooks run inside one compiled `tf.function` (and, under a `tf.distribute` strategy, in
 each replica). `seed` is a shape-[2] int64 tensor, different for every step and replica,
@@ -26,39 +27,29 @@ weights those rows by w in the loss and in the logged metrics (see adversarial.p
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
-class MethodContext:
-  """What a method factory may use besides its config (all optional for plain methods).
+class MethodInputs:
+  """What the runner hands a method's factory besides the config.
+
+  Why so little: a method trains nothing before the loop starts. A method that consumes
+  upstream stages declares them in the registry (`registry.Entry.needs`); the runner builds
+  those stages (`latent/stages.py`) and passes their results here.
 
   Attributes:
-    splits: the data splits the classifier trains on.
-    dataset: their dataset's registered name.
-    workdir: the experiment's run directory; stages a method consumes live below it.
-    seed: the run's seed.
     batch_size: the loop's global (real) batch size.
-    strategy: `tf.distribute` strategy.
-    log: progress sink.
-    rebuild: stage names to rebuild ("generator", "encoder", "bank", ...).
-    reference_network: export dir of the dataset's named reference classifier, whose
-      features measure generated images (the generator's Fréchet distance); None skips it.
-    stage_index: folder through which runs share finished upstream stages of equal key
-      (`stages.Stage.index`); None: this run builds its own.
+    generator: the frozen generative model (`decode(z)`), for methods that need "latent".
+    bank: the latent bank of the training split (`z`, `labels`), likewise.
+    upstream: key hashes of the consumed stages; the classifier stage adds them to its key.
   """
-  splits: Any = None
-  dataset: Optional[str] = None
-  workdir: Optional[str] = None
-  seed: int = 0
   batch_size: int = 128
-  strategy: Any = None
-  log: Callable[[str], None] = print
-  rebuild: Tuple[str, ...] = ()
-  reference_network: Optional[str] = None
-  stage_index: Optional[str] = None
+  generator: Any = None
+  bank: Any = None
+  upstream: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Method:
@@ -66,11 +57,6 @@ class Method:
 
   name = "erm"
   upstream: Dict[str, str] = {}  # stage name -> key hash of the stages this method consumes
-
-  def report(self, out_dir: str) -> Dict[str, Any]:
-    """Figures (paths), notes (lines) and metrics this method adds to the run's report."""
-    del out_dir
-    return {"figures": [], "notes": [], "metrics": {}}
 
   def build(self, model, num_classes: int) -> None:
     """Creates extra state (networks, optimizers); called inside the strategy scope."""

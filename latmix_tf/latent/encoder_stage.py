@@ -8,9 +8,10 @@ E is trained with G frozen on two terms:
   * latent regression on pairs (G(z), z), z drawn from the prior: ||E(G(z)) - z||^2;
   * reconstruction of real training images: w * ||G(E(x)) - x||^2 (`encoder_recon_weight`),
     which pulls E towards codes that reproduce *real* images, not only generated ones.
-One epoch is one `tf.function` over its steps; the epochs run through the shared
-`training.epochs.EpochLoop` (resume, history in the checkpoint), and the whole training is
-the "encoder" stage, keyed by the generator stage, the encoder fields, the data and the seed.
+One epoch is one compiled call over its steps (`steps.Steps.run`, the step style of the
+generator); the epochs run through the shared `epochs.EpochLoop` (resume, history in the
+checkpoint), and the whole training is the "encoder" stage, keyed by the generator stage, the
+encoder fields, the data and the seed. The network itself is `models/encoder.py`'s.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf import stages
-from latmix_tf.config import InversionConfig
+from latmix_tf.latent.config import InversionConfig
 from latmix_tf.data.pipeline import to_float
 from latmix_tf.latent.inversion import psnr_from_mse
 from latmix_tf.models.dcgan import sample_prior
 from latmix_tf.models.encoder import InversionEncoder, build_encoder
 from latmix_tf.epochs import EpochLoop
+from latmix_tf.steps import Steps, epoch_order
 
 ENCODER_FIELDS = ("encoder_epochs", "encoder_steps_per_epoch", "encoder_learning_rate",
                   "encoder_batch_size", "encoder_recon_weight", "encoder_base_filters")
@@ -37,8 +39,9 @@ ENCODER_FIELDS = ("encoder_epochs", "encoder_steps_per_epoch", "encoder_learning
 def encoder_key(generator_key: str, cfg: InversionConfig, data_fingerprint: str,
                 seed: int) -> Dict:
   """Everything the trained encoder depends on."""
-  return {"generator": generator_key, "encoder": {f: getattr(cfg, f) for f in ENCODER_FIELDS},
-          "data": data_fingerprint, "seed": int(seed)}
+  return stages.stage_key(config={f: getattr(cfg, f) for f in ENCODER_FIELDS},
+                          data=data_fingerprint, upstream={"generator": generator_key},
+                          seed=int(seed))
 
 
 def _build(gen, cfg: InversionConfig, image_shape, seed: int):
@@ -70,30 +73,35 @@ def train_encoder(gen, x_train: np.ndarray, cfg: InversionConfig, directory: str
   steps = cfg.encoder_steps_per_epoch or max(n // bs, 1)
   x_all = tf.constant(x_train)
 
-  @tf.function(input_signature=[tf.TensorSpec([steps, bs], tf.int32),
-                                tf.TensorSpec([], tf.int64)])
-  def train_epoch(batches, epoch):
-    """One epoch in one graph: `batches` holds the real-image indices of every step."""
-    sums = tf.zeros([2])
-    for s in tf.range(steps):
-      step_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 10**7 + tf.cast(s, tf.int64)])
-      z = sample_prior(gen.prior, bs, gen.latent_dim, step_seed)
-      x_fake = tf.stop_gradient(gen.decode(z))
-      x_real = to_float(tf.gather(x_all, batches[s]))
-      with tf.GradientTape() as tape:
-        latent = tf.reduce_mean(tf.square(encoder(x_fake, training=True) - z))
-        recon = tf.reduce_mean(tf.square(gen.decode(encoder(x_real, training=True)) - x_real))
-        loss = latent + cfg.encoder_recon_weight * recon
-      grads = tape.gradient(loss, encoder.trainable_variables)
-      optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
-      sums += tf.stack([latent, recon])
-    return sums / float(steps)
+  def replica_step(idx):
+    # The images are converted here, in the compiled step, not in tf.data: the graph
+    # optimizer multiplies by 1/255 where tf.data divides, which moves the last bit of some
+    # pixels, and with it the trained weights.
+    x_real = to_float(tf.gather(x_all, idx))
+    # Step s of epoch e draws its prior codes with the key (seed, e * 10**7 + s), read off
+    # the optimizer's step counter, which the checkpoint restores with the weights.
+    it = tf.cast(optimizer.iterations, tf.int64)
+    step_seed = tf.stack([tf.constant(seed, tf.int64), it // steps * 10**7 + it % steps])
+    z = sample_prior(gen.prior, bs, gen.latent_dim, step_seed)
+    x_fake = tf.stop_gradient(gen.decode(z))
+    with tf.GradientTape() as tape:
+      latent = tf.reduce_mean(tf.square(encoder(x_fake, training=True) - z))
+      recon = tf.reduce_mean(tf.square(gen.decode(encoder(x_real, training=True)) - x_real))
+      loss = latent + cfg.encoder_recon_weight * recon
+    grads = tape.gradient(loss, encoder.trainable_variables)
+    optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
+    return {"latent_mse": latent, "recon_mse": recon}
+
+  train_steps = Steps(loop.strategy, replica_step,
+                      sums=("latent_mse", "recon_mse"), mean_of=steps)
 
   def run_epoch(epoch):
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    batches = perm[np.arange(steps * bs) % n].reshape(steps, bs).astype(np.int32)
-    latent, recon = (float(v) for v in train_epoch(tf.constant(batches),
-                                                   tf.constant(epoch, tf.int64)))
+    # One pass order, repeated if the capped epoch needs more images than there are.
+    order = epoch_order(seed, epoch, n, steps * bs, reshuffle=False).astype(np.int32)
+    batches = tf.data.Dataset.from_tensor_slices(order).batch(bs, drop_remainder=True)
+    means = train_steps.run_chunks(batches, steps,
+                                   after=lambda k, means: loop.advance(k, **means))
+    latent, recon = means["latent_mse"], means["recon_mse"]
     if not np.isfinite(latent + recon):
       raise FloatingPointError(
           f"encoder training diverged at epoch {epoch} (latent {latent}, recon {recon}); "

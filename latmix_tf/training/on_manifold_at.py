@@ -10,25 +10,50 @@ combination with input-space adversarial training is the same method with
 evaluation) and those rows take `input_weight` of the loss; `clean_weight` > 0 adds the clean
 real batch. Row weights scale the label rows (masses sum to one per example, see loop.py).
 
-The generator and bank come from the machinery that builds them for Latent-Mixup
-(`build_latent_mixup`, with "self" pairs): the same stage keys, so runs share them. Each step's
-bank examples come from the same stateless stream as Latent-Mixup's reconstructions
-(`latent_mix_dataset` with j = i): B codes drawn uniformly from the bank, independently of
+The generator and bank are the runner's latent stages (`latent/stages.py`), declared as this
+method's needs in the registry as Latent-Mixup's are: the same stage keys, so runs share
+them. Each step's bank examples come from the same stateless stream as Latent-Mixup's
+reconstructions (`latent.mixes.latent_mix_dataset` with j = i): B codes drawn uniformly from the bank, independently of
 the real batch (whose images are augmented and so have no stored code).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+import dataclasses
+from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 
-from latmix_tf.config import LatentMixupConfig, OnManifoldATConfig
-from latmix_tf.latent.method import LatentMixup, PairSampler, latent_mix_dataset
 from latmix_tf import mixing
-from latmix_tf.training.adversarial import AdversarialTraining
+from latmix_tf.generative.config import GeneratorConfig
+from latmix_tf.latent.config import InversionConfig
+from latmix_tf.latent.mixes import PairSampler, latent_mix_dataset
 from latmix_tf.losses import soft_cross_entropy
-from latmix_tf.training.method import Method, MethodContext
+from latmix_tf.training.adversarial import AdversarialTraining
+from latmix_tf.training.method import Method
+
+
+@dataclasses.dataclass(frozen=True)
+class OnManifoldATConfig:
+  """On-manifold adversarial training (Stutz, Hein & Schiele 2019).
+
+  Attributes: eta, the L∞ radius of the latent perturbation δ in latent units (0: train on
+  G(z)); steps k and step_size (None: 2.5 η / k) of its PGD, from a uniform random_start;
+  clean_weight, the loss share of the clean real batch; input_adversarial, an
+  `AdversarialConfig` for the paper's combination with input-space adversarial training
+  (None: off), whose rows get input_weight of the loss; generator and inversion as for
+  Latent-Mixup (the same stages).
+  """
+  name: str = "on_manifold_at"
+  eta: float = 0.3
+  steps: int = 7
+  step_size: Optional[float] = None
+  random_start: bool = True
+  clean_weight: float = 0.0
+  input_adversarial: Any = None
+  input_weight: float = 0.5
+  generator: GeneratorConfig = GeneratorConfig()
+  inversion: InversionConfig = InversionConfig()
 
 
 def latent_pgd(logits_fn: Callable, decode: Callable, z: tf.Tensor, y: tf.Tensor, eta: float,
@@ -62,11 +87,11 @@ class OnManifoldAT(Method):
   name = "on_manifold_at"
 
   def __init__(self, cfg: OnManifoldATConfig, gen=None, bank=None, batch_size: int = 128,
-               upstream: Optional[Dict[str, str]] = None,
-               reporter: Optional[Callable[[str], Dict]] = None):
+               upstream: Optional[Dict[str, str]] = None):
     if gen is None or bank is None:
       raise ValueError("OnManifoldAT needs the generator and the latent bank: build it with "
-                       "latmix_tf.latent.build_on_manifold_at, which runs those stages.")
+                       "latmix_tf.training.registry.build_on_manifold_at and the inputs of the "
+                       "runner's latent stages (latmix_tf.latent.stages).")
     if cfg.eta < 0 or cfg.steps < 0:
       raise ValueError(f"OnManifoldATConfig needs eta >= 0 and steps >= 0, got eta={cfg.eta}, "
                        f"steps={cfg.steps}.")
@@ -77,7 +102,7 @@ class OnManifoldAT(Method):
                        f"({self.input_weight}) must be >= 0 and leave the on-manifold rows a "
                        f"positive share (their sum < 1).")
     self.cfg, self.gen, self.bank, self.batch_size = cfg, gen, bank, batch_size
-    self.upstream, self._reporter = dict(upstream or {}), reporter
+    self.upstream = dict(upstream or {})
     self.input_attack = (AdversarialTraining(cfg.input_adversarial)
                          if cfg.input_adversarial is not None else None)
 
@@ -86,9 +111,6 @@ class OnManifoldAT(Method):
     if self.cfg.step_size is not None:
       return self.cfg.step_size
     return 2.5 * self.cfg.eta / max(self.cfg.steps, 1)
-
-  def report(self, out_dir: str) -> Dict:
-    return self._reporter(out_dir) if self._reporter else super().report(out_dir)
 
   def build(self, model, num_classes: int) -> None:
     self.num_classes = num_classes
@@ -123,13 +145,3 @@ class OnManifoldAT(Method):
     if len(xs) == 1:
       return x_m, ys[0]
     return tf.concat(xs, 0), tf.concat(ys, 0)
-
-
-def build_on_manifold_at(cfg: OnManifoldATConfig, ctx: MethodContext) -> OnManifoldAT:
-  """Runs (or loads) the generator, encoder and bank stages as Latent-Mixup does; the method."""
-  # Resolved late, as in latent/__init__.py: the pipeline pulls in the generative stack.
-  from latmix_tf.latent.pipeline import build_latent_mixup  # pylint: disable=C0415
-  stages: LatentMixup = build_latent_mixup(
-      LatentMixupConfig(pairs="self", generator=cfg.generator, inversion=cfg.inversion), ctx)
-  return OnManifoldAT(cfg, gen=stages.gen, bank=stages.bank, batch_size=ctx.batch_size,
-                      upstream=stages.upstream, reporter=stages.report)
