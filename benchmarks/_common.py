@@ -1,4 +1,4 @@
-"""Helpers shared by the speed benchmarks of issue 16: the machine record, timers, FLOPs.
+"""Helpers shared by the speed benchmarks: the machine record, timers, FLOPs.
 
 Why: every figure must name the CPU, its flags and the load it was measured under (our
 2-core machines are shared), and a loaded machine's wall time says little, so every timer

@@ -2,7 +2,7 @@
 
 Why: one TensorFlow process keeps about 1.5 of 2 cores busy, so two members at once should
 finish more members per hour on the same machine; this measures how many more, and checks
-that the results do not move. Target (issue #31): at least 1.25x the members per hour of the
+that the results do not move. Target: at least 1.25x the members per hour of the
 sequential run, with identical metrics.
 
 Both runs are the real command line (`main.py --experiment=compare_fmnist`), one after the

@@ -11,7 +11,7 @@ Writes benchmarks/results/epoch_time.json with the CPU (model, ISA class), the l
 beside each epoch's wall seconds, the process CPU seconds of the timed epochs (on a shared
 machine the wall ratio is distorted by the load; "pipeline" decoding overlaps the step on the
 second core, so its CPU ratio is higher than its wall ratio on a quiet machine).
-Targets: latent mixup <= 1.5x ERM (issue 5), <= 1.2x (issue 16).
+Targets: latent mixup <= 1.5x ERM, and <= 1.2x as the stretch goal.
 """
 
 import dataclasses

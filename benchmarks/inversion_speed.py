@@ -1,7 +1,7 @@
 """Inversion speed: random starts + 200 Adam steps vs encoder init + K steps.
 
 Why: the latent bank inverts the whole training set (55k-60k images), so inversion must be
-both good (mean PSNR of G(z) vs the image; issue target >= 22 dB) and fast (issue target:
+both good (mean PSNR of G(z) vs the image; target >= 22 dB) and fast (target:
 the full bank in <= 5 min on 2 cores). Latent optimisation from random prior draws (Lipton &
 Tripathi 2017) is the reference; an encoder guess E(x) refined by K steps should reach the
 same MSE in >= 8x less time. Both run on the same first `--n` images of the Fashion-MNIST

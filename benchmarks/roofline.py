@@ -1,4 +1,4 @@
-"""How far the training steps are from this CPU's matmul limit (issue 16, item 2).
+"""How far the training steps are from this CPU's matmul limit.
 
 One run measures
   * the fp32 matmul peak: `tf.matmul` of n x n matrices in a compiled loop (n = 512, 1024,

@@ -19,7 +19,7 @@ import time
 
 
 def hostile_bodies():
-  """The two bodies of issue #29 item 1 (30.9 MB each)."""
+  """The two hostile bodies: one huge array of empty arrays, one of numbers (30.9 MB each)."""
   return {"hostile_arrays": b'{"instances": [[' + b"[]," * 10_300_000 + b"[]]]}",
           "hostile_numbers": b'{"instances": [[' + b"0.5," * 7_800_000 + b"0.5]]}"}
 

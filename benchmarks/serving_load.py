@@ -7,7 +7,7 @@ number of predict requests (default 1000, row format, `--batch` images each) fro
 every answer (HTTP 200 and one prediction per instance), and reports throughput, p50/p99
 latency and the error count. Results go to `benchmarks/results/serving_load.json` (+ .md).
 
-Two more measurements (issue #17), on by default (`--scenarios`):
+Two more measurements, on by default (`--scenarios`):
 - interleave: while 10,000-image requests (~31 MB of JSON each, under the 32 MiB limit) run
   back to back from one more client, the 1000 one-image requests from 8 clients must keep
   p99 <= 200 ms with 0 errors;
@@ -15,7 +15,7 @@ Two more measurements (issue #17), on by default (`--scenarios`):
   /proc every 5 ms; target <= 3x the body size; then `steady`: the idle RSS after five more
   such requests (what the server keeps for good; see docs/serving.md, "Memory").
 
-Three attacks (issue #29; `serving_attacks.py`), also on by default: the same 8-client load
+Three attacks (`serving_attacks.py`), also on by default: the same 8-client load
 while 30.9 MB bodies of one huge instance are posted back to back (`hostile_arrays`,
 `hostile_numbers`), and while 64 half-sent connections from 127.0.0.2 are held and reopened
 (`lockout`). Targets: the clients' p99 <= 200 ms, 0 errors, the server's peak RSS above idle
@@ -165,7 +165,7 @@ def run_load(url, name, requests, concurrency, batch, time_limit_s, seed=0):
 
 def big_body(shape, n=10_000, seed=1):
   """A predict body of `n` binary images (pixels 0 or 1), compact JSON: 31.9 MB for 10,000
-  28x28x1 images, the issue's case, just under the 32 MiB body limit."""
+  28x28x1 images, just under the 32 MiB body limit."""
   x = np.random.default_rng(seed).integers(0, 2, (n, *shape))
   return json.dumps({"instances": x.tolist()}, separators=(",", ":")).encode()
 

@@ -24,7 +24,7 @@ with ds in {mnist, fmnist, cifar10}; ε = 0.1 on MNIST / Fashion-MNIST and 8/255
 (`latmix_tf.training.adversarial.DEFAULT_EPSILON`), the same ε the evaluation attacks at.
 
 Run:  python main.py --experiment=pgd_at_fmnist   (default scale `full`; `--scale=smoke`: seconds)
-Expect (the issue's hypotheses, checked against ERM at the same scale): adversarial training
+Expect (hypotheses, checked against ERM at the same scale): adversarial training
 (pgd_at, fgsm_at, to a lesser degree gat) raises PGD accuracy at ε far above ERM's, at some
 cost in clean accuracy; mixup and manifold mixup keep clean accuracy within ~1 point of ERM
 and mostly improve calibration (ECE) and the blur curve, not PGD accuracy.

@@ -1,4 +1,4 @@
-"""What makes Latent-Mixup work: one knob at a time from the default recipe (issue #19).
+"""What makes Latent-Mixup work: one knob at a time from the default recipe.
 
 Each ablation is `latent_mixup_fmnist` with exactly one change, registered as its own
 experiment so that it runs, caches and resumes like any other:

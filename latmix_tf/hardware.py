@@ -1,6 +1,6 @@
 """Which CPU this is, and which speed levers pay off on its kind (chosen at run time).
 
-Our machines differ (issue 16): an Intel 2-core with AVX-512, an AMD EPYC 2-core with AVX2
+Our machines differ: an Intel 2-core with AVX-512, an AMD EPYC 2-core with AVX2
 only, an AMD EPYC (Zen 5) 2-core with AVX-512 and native bf16. A lever that helps one kind
 can hurt another (bf16 is emulated, and slower, without AVX512_BF16 / AMX; XLA was slower
 than TF's graph executor on the Intel machine), so a lever is never hard-coded for a CPU

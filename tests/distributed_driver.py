@@ -29,8 +29,8 @@ BANK_N = 72  # chunks of 24 (3 chunks: split 2 + 1 over two workers), batches of
 def bank_inputs(data_dir):
   """(generator, images, labels, inversion config): the same in every process."""
   import keras  # pylint: disable=import-outside-toplevel
-  from latmix_tf.config import InversionConfig  # pylint: disable=import-outside-toplevel
-from latmix_tf.generative.config import GeneratorConfig
+  from latmix_tf.generative.config import GeneratorConfig  # pylint: disable=C0415
+  from latmix_tf.latent.config import InversionConfig  # pylint: disable=C0415
   from latmix_tf.data import load_dataset  # pylint: disable=import-outside-toplevel
   from latmix_tf.generative import build_generative_model  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(0)
@@ -70,7 +70,7 @@ def classifier_weights(data_dir, workdir, strategy):
 
 
 def generator_weights(kind, data_dir, workdir, strategy):
-  from latmix_tf.config import GeneratorConfig  # pylint: disable=import-outside-toplevel
+  from latmix_tf.generative.config import GeneratorConfig  # pylint: disable=C0415
   from latmix_tf.data import load_dataset  # pylint: disable=import-outside-toplevel
   from latmix_tf.generative import train_or_load_generator  # pylint: disable=import-outside-toplevel
   x = load_dataset("fashion_mnist", data_dir, allow_tfds=False).x_train[:128]

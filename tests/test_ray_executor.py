@@ -1,4 +1,4 @@
-"""Comparison members on Ray give exactly what a sequential run gives (issue #31).
+"""Comparison members on Ray give exactly what a sequential run gives.
 
 Why: `--executor=ray` runs each member as a Ray task in a process of its own, possibly on
 another machine. Nothing about a member's result may depend on that: these tests run a smoke

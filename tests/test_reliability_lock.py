@@ -125,7 +125,7 @@ def test_two_cli_runs_on_one_workdir_including_a_concurrent_rebuild(tmp_path, ti
   assert os.path.isfile(lock)
 
 
-# --- issue 29 item 12: --wait_for_lock on stage locks, the export folder, reported at once ---
+# --- --wait_for_lock on stage locks, the export folder, reported at once ---
 
 def _run_in_process(data_dir, wd, sm, log, wait_for_lock=False):
   import experiments  # pylint: disable=import-outside-toplevel (TensorFlow)

@@ -1,7 +1,7 @@
 """A cached classifier is reused only if its SavedModel is intact and this run's own.
 
 Real smoke runs of `erm_fmnist` through `cli.run_experiment` (what `main.py` calls), in this
-process so TensorFlow starts once: a finished run is damaged in each way the issue found
+process so TensorFlow starts once: a finished run is damaged in each way an outside test found
 (truncated variables, truncated saved_model.pb, another run's model exported to the same
 path) and rerun; the classifier must be rebuilt (never "cached") and the SavedModel left
 behind must verify.

@@ -1,4 +1,4 @@
-"""The server against hostile clients (issue #29, serving items 1-6), from outside over loopback.
+"""The server against hostile clients, from outside over loopback.
 
 Each case is an attack that used to work: a body inside the size limit whose one element
 builds a gigabyte of lists, a Content-Length of '²', conflicting Content-Length headers

@@ -1,4 +1,4 @@
-"""The server's limits, from outside over loopback: every crafted input of issue #17 gets a
+"""The server's limits, from outside over loopback: every crafted input gets a
 4xx in bounded time, connections and large requests are bounded (503 + Retry-After), big
 predicts are chunked, and labels, /metrics and batching answer like the in-process model.
 

@@ -161,7 +161,8 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
 
   blur_curves.png (accuracy vs σ, CI bands), attack_curves.png (FGSM and PGD accuracy vs ε),
   rho_adv.png (bars with CI error bars and the report's marks) and
-  accuracy_vs_robustness.png (clean accuracy against ρ_adv and PGD accuracy). A figure
+  accuracy_vs_robustness.png (clean accuracy against ρ_adv, PGD accuracy and AutoAttack
+  accuracy at `robust_eps`, one panel each, 95% CI crosses over seeds). A figure
   whose metrics no run recorded is skipped. Returns the paths written.
   """
   idx = {(r["method"], r["metric"]): r for r in rows}
@@ -194,11 +195,17 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
         f"{PRIMARY_MARK} primary family, {SECONDARY_MARK} secondary)"))
   pgd = [k for k in headline_metrics([r["metric"] for r in rows], robust_eps)
          if k.startswith("pgd/")]
+  # The Pareto view of robust training: clean accuracy against AutoAttack at the budget the
+  # adversarial trainers train with (the worst case, where PGD alone can be masked).
+  autoattack = (f"autoattack/Linf@{robust_eps!r}/robust_accuracy"
+                if robust_eps is not None else None)
   panels = []
   for key, xlabel, scale in (("deepfool/rho_adv", "ρ_adv (DeepFool ‖r‖₂ / ‖x‖₂)", 1.0),
                              (pgd[0] if pgd else None,
                               f"PGD accuracy at ε={pgd[0].split('@')[1] if pgd else ''} (%)",
-                              100.0)):
+                              100.0),
+                             (autoattack, f"AutoAttack accuracy at L∞ ε={robust_eps:.4g} (%)"
+                              if robust_eps is not None else "", 100.0)):
     if key is None or not all((m, key) in idx and (m, "test/accuracy") in idx
                               for m in methods):
       continue

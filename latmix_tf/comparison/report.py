@@ -27,6 +27,7 @@ from latmix_tf.comparison.hparams import export_hparams
 from latmix_tf.comparison.metrics import (fmt, headline_metrics, label, metric_label,
                                           report_metrics, with_relative_corruption_error)
 from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol, marks
+from latmix_tf.comparison.sampling import sampling_table, sampling_uncertainty
 from latmix_tf.comparison.summary import conclusions, index, summarize
 from latmix_tf.jsonio import write_json_atomic
 
@@ -188,6 +189,11 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
   if reference in runs and len(methods) > 1:
     lines += ["", f"## Paired t-tests against {label(reference)}", ""]
     lines += _paired_tests(rows, methods, reference, head, protocol, alpha)
+  sampling = sampling_table(sampling_uncertainty(runs, rows, head))
+  if sampling:
+    lines += ["", "## Seeds or test images: which uncertainty is larger", "",
+              "Each accuracy is measured on a sample of the test set; its binomial error is "
+              "not in the seed CI. Both half-widths, per headline accuracy:", ""] + sampling
   lines += ["", "## Gradient-masking flags", "",
             f"Per member, at each ε where both ran: a gain over {label(reference)} (same seed) "
             "under FGSM that PGD does not show; PGD accuracy above FGSM's; PGD accuracy "
@@ -272,6 +278,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
       "protocol": dataclasses.asdict(protocol), "masking_flags": masking,
       "collapsed_corruptions": collapsed,
+      "sampling_uncertainty": sampling_uncertainty(runs, rows, report_metrics(runs)),
       "summary": rows,  # write_json_atomic turns nan into null
       "per_seed": {m: {str(s): {k: v for k, v in met.items() if isinstance(v, (int, float))}
                        for s, met in per.items()} for m, per in runs.items()},

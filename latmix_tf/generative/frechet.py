@@ -115,7 +115,7 @@ def generator_frechet_distance(gm, test_images: np.ndarray, classifier: FeatureS
     test_images: uint8 [N,H,W,C] (or float in [0,1]) test images; the first
       `num_samples` are used (all of them if there are fewer).
     classifier: feature source, see `feature_extractor`.
-    num_samples: N (default 10k, the issue's figure); None uses every test image.
+    num_samples: N (default 10k, the usual FID sample size); None uses every test image.
     seed: seed of the prior samples.
   Returns:
     The distance (lower is better; 0 for identical feature statistics).
