@@ -44,11 +44,11 @@ from latmix_tf.data import get_info, load_dataset, make_splits
 from latmix_tf.data.pipeline import Splits
 from latmix_tf.data.sources import resolve_data_dir
 from latmix_tf.evaluation import stage as evaluation
-from latmix_tf.evaluation.suite import ATTACK_CONFIG_FILE
-from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.evaluation.generator import GeneratorContext, evaluate_generator
+from latmix_tf.evaluation.suite import ATTACK_CONFIG_FILE
 from latmix_tf.latent.report import latent_report, mix_drawer
 from latmix_tf.latent.stages import LatentStages, build_latent_stages
+from latmix_tf.models.classifiers import build_classifier
 from latmix_tf.training import Method, MethodInputs, build_method, registry, train
 
 
@@ -195,8 +195,9 @@ def _train_and_evaluate(cfg, workdir, export_dir, log, strategy, splits, rebuild
   chief = distribute.is_chief(strategy)
   latent = None
   if registry.LATENT in registry.needs(cfg.method):
-    latent = build_latent_stages(*registry.latent_recipe(cfg.method), splits, workdir, seed=cfg.seed, strategy=strategy,
-                                 log=log, rebuild=tuple(rebuild), stage_index=stage_index)
+    latent = build_latent_stages(*registry.latent_recipe(cfg.method), splits, workdir,
+                                 seed=cfg.seed, strategy=strategy, log=log,
+                                 rebuild=tuple(rebuild), stage_index=stage_index)
   method = build_method(cfg.method, MethodInputs(
       batch_size=cfg.data.batch_size, generator=latent and latent.generator,
       bank=latent and latent.bank, upstream=latent.upstream if latent else {}))
@@ -242,8 +243,7 @@ def _latent_report(cfg: ExperimentConfig, latent: Optional[LatentStages], workdi
   mixer = registry.latent_mixup_part(cfg.method)
   draw = mix_drawer(latent, splits.num_classes, mixer.pairs if mixer else "self",
                     mixer.alpha if mixer else 1.0)
-  generator_cfg = registry.latent_recipe(cfg.method)[0]
-  extra = latent_report(latent, generator_cfg, workdir, splits, cfg.seed, cfg.data.name, draw)
+  extra = latent_report(latent, workdir, splits, cfg.seed, cfg.data.name, draw)
   if reference_network:
     measured = evaluate_generator(GeneratorContext(
         latent.generator, latent.records["generator"]["key_hash"], latent.bank, draw,

@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict
 import numpy as np
 
 from latmix_tf import reports
-from latmix_tf.generative.config import GeneratorConfig
 from latmix_tf.data.sources import get_info
 from latmix_tf.generative.reports import write_inversion_report
 from latmix_tf.latent.mixes import PairSampler, mixed_examples
@@ -33,11 +32,11 @@ def mix_drawer(latent: LatentStages, num_classes: int, pairs: str = "random",
                                         n, alpha, seed)
 
 
-def latent_report(latent: LatentStages, generator_cfg: GeneratorConfig, out_dir: str, splits,
-                  seed: int, dataset: str,
+def latent_report(latent: LatentStages, out_dir: str, splits, seed: int, dataset: str,
                   draw: Callable[[int, int], Dict[str, np.ndarray]]) -> Dict[str, Any]:
   """The figures of what the run trained on, the stages' notes and metrics."""
   gen, bank, records = latent.generator, latent.bank, latent.records
+  generator_cfg = latent.generator_config
   class_names = get_info(dataset).class_names
   figures = list(write_inversion_report(gen, bank, splits.x_train,
                                         os.path.join(out_dir, "generative"), seed=seed,

@@ -42,11 +42,13 @@ class LatentStages:
     upstream: {"bank": its key hash}, which a consuming method puts in the classifier key
       (the bank's key already contains the generator's and the encoder's).
     records: each stage's record (seconds, status, outputs), for the report.
+    generator_config: the config the generator was built from.
   """
   generator: Any
   bank: Any
   upstream: Dict[str, str]
   records: Dict[str, Dict[str, Any]]
+  generator_config: GeneratorConfig
 
 
 def build_latent_stages(generator_cfg: GeneratorConfig, inversion_cfg: InversionConfig,
@@ -77,4 +79,5 @@ def build_latent_stages(generator_cfg: GeneratorConfig, inversion_cfg: Inversion
   bank, records["bank"] = bank_result.value, bank_result.record
   summary = bank.summary()
   log(f"latent bank: mean PSNR {summary['mean_psnr']:.2f} dB over {len(bank)} training images")
-  return LatentStages(gen, bank, {"bank": bank_result.record["key_hash"]}, records)
+  return LatentStages(gen, bank, {"bank": bank_result.record["key_hash"]}, records,
+                      generator_cfg)
