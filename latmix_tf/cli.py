@@ -2,125 +2,56 @@
 
 `main.py` only parses flags; these functions check every value first (`cli_checks`, before
 TensorFlow is imported, so a bad command line is answered in a fraction of a second and
-nothing is written), then turn them into configs and library calls.
-
-Errors: a user's mistake or the machine's state (unknown names, missing or corrupt data, a
-damaged SavedModel, a folder that is a file or read-only, a full disk, a workdir locked by
-another run) is one `error: ...` line on stderr and exit code 2, never a traceback. Anything
-else is a bug: one line says what the program was doing (the action and its last progress
-line), then the traceback follows.
-
-Interruptions: during a run, `--evaluate`, `--fetch_data` or `--drill`, SIGTERM (a scheduler, a
-session's end) and Ctrl-C raise `Interrupted` in the main thread. It unwinds through every
-`with` and `finally` like any exception - a building stage writes its record and clock, locks
-are released, checkpoints and bank chunks stay as the last completed write left them (the same
-states a SIGKILL drill resumes from) - and is reported as one line naming what was
-interrupted and saying that the same command resumes; exit code 128 + the signal (143 for
-SIGTERM, 130 for Ctrl-C), no traceback. `--serve` keeps its own handlers (drain on SIGTERM).
+nothing is written), then turn them into configs and library calls. Each action is wrapped
+in `cli_errors.user_errors`: a user's mistake, the machine's state or an interruption ends
+it with one `error: ...` line and an exit code, a bug with its traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import signal
+import re
 import sys
-import threading
+import tempfile
 import time
 from typing import Callable, Optional, Sequence
 
 from latmix_tf import cli_checks, stages, workdir_lock
-from latmix_tf.data import DataFormatError, DatasetNotFoundError, FetchError, check_dataset
+from latmix_tf.cli_errors import doing, handle_interrupts, tracked, user_errors
+from latmix_tf.data import check_dataset
 from latmix_tf.data.integrity import ALLOW_ENV
 
-USER_ERRORS = (ValueError, FileNotFoundError, DataFormatError, DatasetNotFoundError, FetchError,
-               workdir_lock.WorkdirLockedError)
-_DOING = {"what": "starting", "last": ""}  # for the one line before an internal traceback
 
+def quiet_tensorflow_import(write: Callable[[str], None]) -> None:
+  """Imports TensorFlow and probes devices with fd 2 captured, then replays what matters.
 
-class Interrupted(BaseException):
-  """SIGTERM or SIGINT arrived during an action (a BaseException: no `except Exception` in the
-  library swallows it)."""
-
-  def __init__(self, signum: int):
-    super().__init__(signum)
-    self.signum = signum
-
-
-def _raise_interrupted(signum, frame) -> None:
-  del frame
-  raise Interrupted(signum)
-
-
-def handle_interrupts() -> None:
-  """SIGTERM and SIGINT raise `Interrupted` from now on (main thread only; a no-op else)."""
-  if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
-
-
-def _error(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr, flush=True)
-
-
-def doing(what: str) -> None:
-  """Records what the program is doing, for the line printed before an internal traceback."""
-  _DOING.update(what=what, last="")
-
-
-def tracked(log: Callable[[str], None]) -> Callable[[str], None]:
-  """`log` that also remembers its last line (the progress shown with an internal error)."""
-  def sink(line: str) -> None:
-    _DOING["last"] = str(line)
-    log(line)
-  return sink
-
-
-def user_errors(fn):
-  """Expected errors -> `error: ...` and exit code 2; others -> a context line, then traceback.
-  The action's signal handlers (`handle_interrupts`) are the caller's again once it returns."""
-  @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
-    main = threading.current_thread() is threading.main_thread()
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+  TF 2.21 prints ~7 lines (absl pre-init warning, oneDNN notice, "Could not find cuda
+  drivers", a cuInit failure) from C++ before any log level applies; on a machine without a
+  GPU they bury the one line that matters. Lines that are not this start-up noise (a real
+  import error, a warning of ours) are written through `write`.
+  """
+  noise = re.compile(
+      r"^(WARNING: All log messages before absl::InitializeLog|To enable the following "
+      r"instructions|[IW]\d{4} [\d:. ]+\d+ \w+\.cc:\d+\]|E\d{4} [\d:. ]+\d+ "
+      r"(cuda_\w+|cudart_stub|gpu_\w+)\.cc:\d+\])")
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
     try:
-      return reported(*args, **kwargs)
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      tf.config.list_physical_devices("GPU")  # the cuInit probe happens here
     finally:
-      for signum, handler in saved.items():
-        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-  def reported(*args, **kwargs):
-    try:
-      return fn(*args, **kwargs)
-    except Interrupted as e:
-      name = "Ctrl-C (SIGINT)" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
-      _error(f"interrupted by {name} while {_DOING['what']}; what was finished is saved: run "
-             f"the same command again to resume.")
-      return 128 + e.signum
-    except USER_ERRORS as e:
-      _error(str(e))
-      return 2
-    except Exception as e:  # pylint: disable=broad-except  (re-raised unless environmental)
-      if getattr(e, "_latmix_reported", False):  # an inner action already said what it was
-        raise
-      message = cli_checks.environment_error(e, _DOING["what"])
-      if message is not None:
-        _error(message)
-        return 2
-      last = f" (last progress line: {_DOING['last']!r})" if _DOING["last"] else ""
-      _error(f"internal error while {_DOING['what']}{last}: {type(e).__name__}; this is a "
-             f"bug, the traceback follows.")
-      try:
-        e._latmix_reported = True  # pylint: disable=protected-access
-      except AttributeError:
-        pass
-      raise
-  return wrapper
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      for line in captured.read().decode(errors="replace").splitlines():
+        if line.strip() and not noise.match(line):
+          write(line)
 
 
 def _import_tensorflow() -> None:
-  cli_checks.quiet_tensorflow_import(lambda line: print(line, file=sys.stderr, flush=True))
+  quiet_tensorflow_import(lambda line: print(line, file=sys.stderr, flush=True))
 
 
 @user_errors

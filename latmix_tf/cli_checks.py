@@ -9,19 +9,18 @@ Experiment names: the registry (`experiments/`) imports TensorFlow, so the names
 from a small cache derived from it (`NameCache`), keyed by the SHA-256 of the registry's
 source files. The registry stays the one source of truth: the cache is rewritten from it on
 every run that imports it, and a stale or missing cache is never trusted (the caller then
-imports the registry, as before). User errors are `UsageError` with a one-line message.
+imports the registry). User errors are `UsageError` with a one-line message.
 """
 
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import importlib.util
 import os
 import re
 import tempfile
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from latmix_tf import jsonio
 
@@ -193,35 +192,6 @@ def check_serve_limits(limits: Dict[str, object]) -> None:
       raise UsageError(f"--{name}={value}: must be {meaning}.")
 
 
-# --- what an OSError means to a user ------------------------------------------------------
-
-# The environment's fault, not the program's: reported as one line, no traceback.
-USER_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "operation not permitted", errno.ENOTDIR: "not a folder",
-               errno.EISDIR: "is a folder", errno.ENOENT: "no such file or folder",
-               errno.ENAMETOOLONG: "name too long", errno.EEXIST: "already exists"}
-_TF_FS_ERRORS = ("No space left on device", "Read-only file system", "Permission denied",
-                 "Not a directory", "Disk quota exceeded")
-
-
-def environment_error(e: BaseException, doing: str = "") -> Optional[str]:
-  """A one-line message if `e` is a filesystem problem of the user's machine, else None.
-
-  Covers Python's OSError (errno above; with its path, or `doing` when the writer gave none,
-  as PIL does on a full disk) and TensorFlow's file errors (checkpoint or SavedModel writes).
-  """
-  if isinstance(e, OSError) and e.errno in USER_ERRNOS:
-    path = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
-    where = path or (f"while {doing}" if doing else "")
-    return f"{where}: {USER_ERRNOS[e.errno]} ({e.strerror or e})".lstrip(": ")
-  if type(e).__module__.startswith("tensorflow"):
-    text = str(e).strip()
-    if any(s in text for s in _TF_FS_ERRORS):
-      return text.splitlines()[0][:300]
-  return None
-
-
 # --- experiment names without TensorFlow ----------------------------------------------------
 
 def _cache_root() -> str:
@@ -304,30 +274,3 @@ def check_run_flags(seed: int, seeds, workdir: str,
   if export_dir is not None:
     check_writable_dir(export_dir, "--export_dir")
   return parsed
-
-
-def quiet_tensorflow_import(write: Callable[[str], None]) -> None:
-  """Imports TensorFlow and probes devices with fd 2 captured, then replays what matters.
-
-  TF 2.21 prints ~7 lines (absl pre-init warning, oneDNN notice, "Could not find cuda
-  drivers", a cuInit failure) from C++ before any log level applies; on a machine without a
-  GPU they bury the one line that matters. Lines that are not this start-up noise (a real
-  import error, a warning of ours) are written through `write`.
-  """
-  noise = re.compile(
-      r"^(WARNING: All log messages before absl::InitializeLog|To enable the following "
-      r"instructions|[IW]\d{4} [\d:. ]+\d+ \w+\.cc:\d+\]|E\d{4} [\d:. ]+\d+ "
-      r"(cuda_\w+|cudart_stub|gpu_\w+)\.cc:\d+\])")
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as captured:
-    os.dup2(captured.fileno(), 2)
-    try:
-      import tensorflow as tf  # pylint: disable=import-outside-toplevel
-      tf.config.list_physical_devices("GPU")  # the cuInit probe happens here
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      captured.seek(0)
-      for line in captured.read().decode(errors="replace").splitlines():
-        if line.strip() and not noise.match(line):
-          write(line)

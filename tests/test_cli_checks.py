@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from latmix_tf import cli, cli_checks
+from latmix_tf import cli, cli_checks, cli_errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "main.py")
@@ -180,9 +180,9 @@ def test_internal_error_keeps_traceback_after_one_context_line(capsys):
 
 
 def test_environment_error_classification():
-  assert cli_checks.environment_error(OSError(errno.EROFS, "Read-only file system", "/x"))
-  assert cli_checks.environment_error(OSError(errno.EIO, "I/O error", "/x")) is None
-  assert cli_checks.environment_error(RuntimeError("No space left on device")) is None
+  assert cli_errors.environment_error(OSError(errno.EROFS, "Read-only file system", "/x"))
+  assert cli_errors.environment_error(OSError(errno.EIO, "I/O error", "/x")) is None
+  assert cli_errors.environment_error(RuntimeError("No space left on device")) is None
 
 
 def test_quiet_tensorflow_start_leaves_the_error_as_the_only_line(tmp_path):
