@@ -19,18 +19,13 @@ reuse each other's cached stages (keyed by config, data and consumed stages: a c
 config retrains, a changed evaluation config only re-evaluates). Called without a root
 (tests), members go under <workdir>/members/. Whether a member was trained or cached, and
 what its stages cost, comes from the stage records (`latmix_tf.stages`).
-Resume: kill it and rerun the same command; finished members are read back first ("cached")
-and reported at once, an unfinished one resumes from its last checkpoint. The report (and,
-at quick / full scale, its copy in --results_dir) is rewritten after every member trained,
-so a run stopped at any point leaves the comparison of everything finished so far. Do not
-repeat --rebuild on the rerun.
-Executors (`--executor`, `latmix_tf.comparison.executors`, docs/scaling.md): `sequential`
-(the default) runs the members one after another in this process; `ray` runs each unfinished
-member as a Ray task in its own process, `--concurrent_members` at once. Members write the
-same stages into the same (shared) workdirs either way, so results do not depend on the
-executor, and a member whose worker dies is retried and resumes from its stage records.
+Resume: rerun the same command; finished members are read back first and reported at once,
+an unfinished one resumes from its last checkpoint, and the report (and its --results_dir
+copy at quick / full scale) is rewritten after every member. Do not repeat --rebuild.
+Executors (`--executor`, docs/scaling.md): `sequential` (default, in this process) or `ray`
+(each unfinished member a Ray task); members write the same stages either way.
 Also here: `ablation_fmnist` (the Latent-Mixup ablation family) and `compare_robust_fmnist`
-(the robust-training screening, against ERM and against PGD-AT).
+(the robust-training screening, against ERM and against PGD-AT, with its declared goal).
 """
 
 from __future__ import annotations
@@ -45,6 +40,7 @@ from latmix_tf.comparison import label, publish_summary, write_comparison_report
 from latmix_tf.comparison.costs import (finished_records, generative_seconds, member_cost,
                                         remaining_seconds)
 from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
+from latmix_tf.comparison.goal import RobustGoal
 from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol
 from latmix_tf.config import SCALES
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
@@ -274,7 +270,8 @@ def _make(dataset_key: str) -> Experiment:
 
 
 def _make_family(name: str, dataset_key: str, description: str, methods: Tuple[str, ...],
-                 references: Tuple[str, ...], title: str) -> Experiment:
+                 references: Tuple[str, ...], title: str,
+                 protocol: StatsProtocol = DEFAULT_PROTOCOL) -> Experiment:
   """A comparison of its own method family (default scale quick), against each reference."""
   def get_config(scale="quick", seed=0, data_dir=None):
     del seed
@@ -282,7 +279,7 @@ def _make_family(name: str, dataset_key: str, description: str, methods: Tuple[s
       raise ValueError(f"Unknown scale {scale!r}; valid: {', '.join(SCALES)}.")
     return CompareConfig(name=name, dataset_key=dataset_key, scale=scale, data_dir=data_dir,
                          methods=methods, valid_methods=methods, references=references,
-                         title=title)
+                         title=title, protocol=protocol)
   return Experiment(name, description, get_config, _run)
 
 
@@ -302,7 +299,8 @@ def _make_robust(dataset_key: str) -> Experiment:
       f"adversarial training on input mixes and on latent mixes (GAN, VAE), on-manifold AT "
       f"(alone and + PGD-AT) and Latent-Mixup, each reported against ERM and against PGD-AT "
       f"(clean accuracy against AutoAttack, PGD and APGD).",
-      ROBUST_METHODS, ("erm", "pgd_at"), "robust training")
+      ROBUST_METHODS, ("erm", "pgd_at"), "robust training",
+      dataclasses.replace(DEFAULT_PROTOCOL, goal=RobustGoal()))
 
 
 EXPERIMENTS = {e.name: e for e in (_make("mnist"), _make("fmnist"), _make("cifar10"),

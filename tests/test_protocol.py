@@ -175,3 +175,42 @@ def test_protocol_is_frozen_and_checks_its_fields():
     StatsProtocol(margins=(("test/accuracy", 0.0),))
   with pytest.raises(ValueError, match="error: StatsProtocol.robust_methods trades"):
     StatsProtocol(robust_methods=("trades",))
+
+
+def test_the_declared_goal_gives_each_robust_method_its_verdict_and_distance(tmp_path):
+  import json  # pylint: disable=import-outside-toplevel
+  from latmix_tf.comparison.goal import RobustGoal  # pylint: disable=import-outside-toplevel
+  from latmix_tf.comparison.metrics import label  # pylint: disable=import-outside-toplevel
+  runs = _runs()
+  # A latent-space robust method that misses every criterion: 5.5 points of clean accuracy
+  # below ERM (PGD-AT's cost is 4.5), AutoAttack 5 points below PGD-AT's, 1 point less clean
+  # accuracy than PGD-AT.
+  runs["latent_mixup_at"] = {s: _member(0.84 + 0.01 * s, 0.5, 0.6, aa=0.25 + 0.01 * s)
+                             for s in range(3)}
+  protocol = StatsProtocol(goal=RobustGoal())
+  out = write_comparison_report(str(tmp_path / "erm"), runs, "Goal", "desc", robust_eps=0.1,
+                                protocol=protocol)
+  found = {v["method"]: v for v in json.load(open(out["json"]))["goal"]}
+  assert set(found) == {"on_manifold_at", "latent_mixup_at"}
+  oma, lma = found["on_manifold_at"], found["latent_mixup_at"]
+  # ERM 0.905, PGD-AT 0.860: PGD-AT costs 4.5 points, half of it is the limit.
+  assert oma["baseline_cost"] == pytest.approx(0.045) and oma["limit"] == pytest.approx(0.0225)
+  assert oma["cost"] == pytest.approx(0.905 - 0.892)
+  assert oma["autoattack_gap"] == pytest.approx(-0.183)     # 18.3 points above PGD-AT
+  assert oma["clean_gain"] == pytest.approx(0.032) and oma["p_holm"] < 0.05
+  assert oma["met"] and oma["robustness"] and oma["price"] and oma["evidence"]
+  assert lma["cost"] == pytest.approx(0.055) and lma["autoattack_gap"] == pytest.approx(0.05)
+  assert lma["clean_gain"] == pytest.approx(-0.01)
+  assert not (lma["met"] or lma["robustness"] or lma["price"] or lma["evidence"])
+  text = open(out["markdown"]).read()
+  assert "## Goal" in text and f"Met by: {label('on_manifold_at')}." in text
+  assert "| missed: robustness, price, evidence |" in text
+  # The report against PGD-AT, and a comparison that declares no goal, have no goal section.
+  vs_pgd = write_comparison_report(str(tmp_path / "pgd"), runs, "Goal", "desc",
+                                   reference="pgd_at", robust_eps=0.1, protocol=protocol)
+  plain = write_comparison_report(str(tmp_path / "plain"), runs, "Goal", "desc", robust_eps=0.1)
+  for report in (vs_pgd, plain):
+    assert "## Goal" not in open(report["markdown"]).read()
+    assert json.load(open(report["json"]))["goal"] is None
+  with pytest.raises(ValueError, match="goal.baseline 'trades' must be the robust_reference"):
+    StatsProtocol(goal=RobustGoal(baseline="trades"))

@@ -16,6 +16,7 @@ import dataclasses
 import fnmatch
 from typing import Dict, List, Optional, Tuple
 
+from latmix_tf.comparison.goal import RobustGoal
 from latmix_tf.comparison.metrics import fmt, label, matches, metric_label
 
 # One meaning per mark, in every table of the comparison report.
@@ -40,9 +41,12 @@ class StatsProtocol:
       masking (fraction: 0.05 = 5 points).
     collapse_ceiling: a corruption accuracy at or below this, equal on every seed or equal to
       a class's share of the test set, is a collapse to one class (10 balanced classes: 0.1).
+    goal: a robust-training goal the robust methods are checked against (`goal.py`), None
+      for a comparison that declares none.
   """
   primary_methods: Tuple[str, ...] = ("latent_mixup*", "on_manifold_at", "on_manifold_pgd_at")
-  robust_methods: Tuple[str, ...] = ("on_manifold_at", "on_manifold_pgd_at")
+  robust_methods: Tuple[str, ...] = ("latent_mixup_at", "latent_mixup_vae_at", "on_manifold_at",
+                                     "on_manifold_pgd_at")
   robust_reference: str = "pgd_at"
   primary_metrics: Tuple[str, ...] = ("test/accuracy", "autoattack/*/robust_accuracy",
                                       "corruption/mca", "blur/area", "deepfool/rho_adv")
@@ -51,6 +55,7 @@ class StatsProtocol:
                                             ("blur/area", 0.01))
   masking_pgd_gap: float = 0.05
   collapse_ceiling: float = 0.2
+  goal: Optional[RobustGoal] = None
 
   def __post_init__(self):
     if not 0.0 < self.alpha < 0.5:
@@ -59,6 +64,10 @@ class StatsProtocol:
     if bad:
       raise ValueError(f"error: StatsProtocol.margins must be > 0; fix the margin of "
                        f"{', '.join(bad)}.")
+    if self.goal is not None and self.goal.baseline != self.robust_reference:
+      raise ValueError(f"error: StatsProtocol.goal.baseline {self.goal.baseline!r} must be the "
+                       f"robust_reference {self.robust_reference!r} (the goal reads the "
+                       f"primary tests against it).")
     stray = [m for m in self.robust_methods if not self.is_primary_method(m)]
     if stray:
       raise ValueError(f"error: StatsProtocol.robust_methods {', '.join(stray)} are not in "
