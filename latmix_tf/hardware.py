@@ -1,4 +1,4 @@
-"""Which CPU this is, and which speed levers pay off on its kind (chosen at run time).
+"""Which CPU this is, and which speed levers were measured to pay off on its kind.
 
 Our machines differ: an Intel 2-core with AVX-512, an AMD EPYC 2-core with AVX2
 only, an AMD EPYC (Zen 5) 2-core with AVX-512 and native bf16. A lever that helps one kind
@@ -12,6 +12,11 @@ Levers that change the computed numbers (XLA's fusions reorder float sums, bf16 
 activations) are a method change: `levers` returns them only with
 `allow_numeric_change=True`, so the default recipe computes the same numbers everywhere.
 An ISA class with no measurement gets every lever off.
+
+What reads `levers` today: the benchmarks, which record the choice beside every figure. No
+lever has won on a measured class (`MEASURED`), so no run applies one; a class that gains one
+needs it applied where it acts (thread pools before TensorFlow starts, `jit_compile` on the
+compiled steps of `latmix_tf.steps`), which is not wired yet.
 """
 
 from __future__ import annotations
