@@ -11,7 +11,9 @@ trained and evaluated from scratch:
   sequential: ... --methods=erm,mixup --seeds=0,1
   ray:        ... --methods=erm,mixup --seeds=0,1 --executor=ray --concurrent_members=2
 Identical means: results.csv without its wall-time rows, each member's metrics.json without
-its `*_seconds` entries, and each SavedModel's recorded probe logits.
+its `*_seconds` entries, and each SavedModel's recorded probe logits. Where the time went
+comes from the members' stage records: stage wall and CPU seconds summed over members, and
+what the run's wall time (times the members at once) spent outside any stage.
 
   python benchmarks/compare_throughput.py [--scale=quick|smoke] [--data_dir=DIR]
 At quick scale (four members of a few minutes each on 2 cores, twice) it takes about 25 min on
@@ -37,6 +39,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from latmix_tf import hardware  # pylint: disable=wrong-import-position
+from latmix_tf.comparison import costs  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 METHODS, SEEDS, AT_ONCE, TARGET = "erm,mixup", "0,1", 2, 1.25
@@ -67,7 +70,22 @@ def run(scale, data_dir, base, executor):
   shown = ["main.py"] + [a.replace(base, "$WORKDIR") for a in cmd[2:]]
   return {"command": " ".join(shown), "wall_s": wall, "members": members,
           "members_per_hour": members * 3600 / wall, "load_1min": [load0, os.getloadavg()[0]],
+          "stages": stage_time(workdir, scale),
           "identical": identical_part(workdir, export_dir, scale)}
+
+
+def stage_time(workdir, scale):
+  """Where the wall time went: the members' stage seconds (wall and CPU) summed by stage
+  group, from their stage records (`comparison.costs.member_cost`)."""
+  total = {"classifier_seconds": 0.0, "evaluation_seconds": 0.0, "seconds": 0.0,
+           "cpu_seconds": 0.0}
+  members = [d for m in METHODS.split(",")
+             for d in sorted(glob.glob(os.path.join(workdir, f"{m}_fmnist", scale, "seed_*")))]
+  for member in members:
+    cost = costs.member_cost(member)
+    for key in total:
+      total[key] += cost[key]
+  return total
 
 
 def identical_part(workdir, export_dir, scale):
@@ -102,7 +120,16 @@ def markdown(result):
             f">= {TARGET}x: {'met' if result['speedup'] >= TARGET else 'not met'}). Results "
             f"identical (results.csv without wall-time rows, every member's metrics, SavedModel "
             f"probe logits): **{'yes' if result['identical'] else 'NO'}**.", "",
-            "Commands (each run in a fresh workdir):", ""]
+            "Where the time went (the members' stage records, summed over members; a stage "
+            "run beside another member takes longer in wall time for the same work):", "",
+            "| executor | wall × members at once (s) | stage wall (s): classifier / evaluation "
+            "/ all | stage CPU (s) | outside stages (s) |", "|---|---|---|---|---|"]
+  for name, r, slots in (("sequential", seq, 1), (f"ray, {AT_ONCE} at once", ray, AT_ONCE)):
+    st = r["stages"]
+    lines.append(f"| {name} | {slots * r['wall_s']:.0f} | {st['classifier_seconds']:.0f} / "
+                 f"{st['evaluation_seconds']:.0f} / {st['seconds']:.0f} | "
+                 f"{st['cpu_seconds']:.0f} | {slots * r['wall_s'] - st['seconds']:.0f} |")
+  lines += ["", "Commands (each run in a fresh workdir):", ""]
   lines += [f"    python {r['command']}" for r in (seq, ray)]
   return "\n".join(lines) + "\n"
 
