@@ -24,7 +24,8 @@ import pytest
 from conftest import export_tiny_classifier
 
 from latmix_tf.serving import ServingError, start_server
-from latmix_tf.serving.jsonbody import BLOCK, Budget, decode_request
+from latmix_tf.serving.jsonbody import BLOCK, decode_request
+from latmix_tf.serving.stacking import Budget
 
 LIMITS = dict(port=0, max_body_bytes=8 << 20, max_batch_size=64, request_timeout_s=5.0,
               idle_timeout_s=5.0, max_connections=6, max_connections_per_client=3,

@@ -28,10 +28,10 @@ from typing import Optional
 
 from latmix_tf.serving import memory, metrics
 from latmix_tf.serving.repository import ServingError, clip
-from latmix_tf.serving.rest import METRICS_PATHS, encode_json, parse_route
+from latmix_tf.serving.rest import encode_json
+from latmix_tf.serving.routes import metric_labels
 
 _LENGTH = re.compile(r"[0-9]{1,15}", re.ASCII)
-API_LABELS = ("predict", "metadata", "status", "classify", "regress")  # else "other"
 
 
 def content_length(values) -> int:
@@ -214,18 +214,7 @@ class Handler(BaseHTTPRequestHandler):
     start, model, api = time.monotonic(), "", "other"
     status, answer, retry = 500, {"error": "internal error"}, None
     try:
-      path = self.path.split("?", 1)[0]
-      if path in METRICS_PATHS:
-        api = "metrics"
-      else:
-        try:
-          route = parse_route(method, path)
-          model, api = route.name, (route.verb or "/status").lstrip(":/")
-        except ServingError:
-          pass
-        # Labels are bounded: an unknown model or verb is one value, not one per URL.
-        model = model if model in self.server.app.servables else ""
-        api = api if api in API_LABELS else "other"
+      model, api = metric_labels(method, self.path, self.server.app.servables)
       try:
         n = self._admit()
         body = bytearray(n)

@@ -9,9 +9,10 @@ decoded before its size is known and admitted:
 - the raw bytes are scanned with numpy a block at a time (strings and escapes honoured) to
   find where each element of `instances` / `inputs` ends and how many arrays, objects and
   commas it holds. Each count is checked against what one instance of the signature can
-  hold (`Budget`, e.g. 784 numbers in 813 arrays for a 28x28x1 image) *while scanning*, so
-  an oversized element is refused with a 400 after at most one block (256 KiB), before any
-  of it is decoded; nesting deeper than `max_depth` is refused the same way;
+  hold (`stacking.Budget`, e.g. 784 numbers in 813 arrays for a 28x28x1 image) *while
+  scanning*, so an oversized element is refused with a 400 after at most one block
+  (256 KiB), before any of it is decoded; nesting deeper than `max_depth` is refused the
+  same way;
 - each admitted element (a few KB) is decoded alone (`json`, C speed) and every small group
   is turned into a numpy array at once, so other threads get the GIL between elements and
   the Python objects alive at any moment are one group's;
@@ -27,40 +28,23 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from latmix_tf.serving.repository import ServingError
-from latmix_tf.serving.stacking import ArrayReader, Stacked
+from latmix_tf.serving.stacking import ArrayReader, Budget, Stacked
 
 BLOCK = 1 << 18             # bytes scanned at a time: the most read before an element is refused
 MAX_VALUE_BYTES = 64 << 10  # a value outside the instance arrays (key, signature_name, ...)
 MAX_KEYS = 16               # keys of the request object (and of a columnar `inputs` object)
 MAX_GAP = 64 << 10          # whitespace between two tokens outside the instance arrays
-UNKNOWN_SHAPE_BYTES = 1 << 20  # per element when the signature has a dimension of any size
-BYTES_PER_ITEM = 64         # per number or array of an instance (indented JSON fits)
 
 _WS = re.compile(rb"[ \t\n\r]{0,%d}" % MAX_GAP)
 _SCALAR = re.compile(rb"[^ \t\n\r,\]\}]*")
 _DECODER = json.JSONDecoder()
 _QUOTE, _BACKSLASH, _COMMA = 34, 92, 44
 _WS_BYTES = np.frombuffer(b" \t\n\r", np.uint8)
-
-
-class Budget(NamedTuple):
-  """What one element of an instance array may hold: its numbers and arrays (None: any
-  number, a dimension of the signature has no fixed size) and the dtype floats go to."""
-  dtype: Optional[np.dtype]
-  values: Optional[int]
-  lists: int = 0
-
-  def limits(self) -> Tuple[int, int, int]:
-    """(bytes, arrays or objects, commas) one element may have."""
-    if self.values is None:
-      return UNKNOWN_SHAPE_BYTES, UNKNOWN_SHAPE_BYTES, UNKNOWN_SHAPE_BYTES
-    items = self.values + self.lists
-    return BYTES_PER_ITEM * items + 4096, self.lists + 1, items + 16
 
 
 def _scan(a: np.ndarray, in_string: int, run: int):
@@ -207,8 +191,6 @@ class _Body:
               else f"{max_bytes} bytes")
       raise ServingError(400, f"'{key}' element {index} is larger than one instance of the "
                               f"signature can be ({what}); check the input shape")
-
-
 
 
 Expect = Callable[[Dict[str, Any], Optional[str]], Budget]

@@ -19,17 +19,16 @@ of anything the client sent, and a 404 names what was not found but never lists 
 served (the server has no authentication).
 `ModelServer` maps a method and URL to an answer and knows nothing of sockets (server.py).
 
-Routes beyond TF Serving's model routes: `/v1/models/NAME/labels/LABEL[...]` (version
-labels from the model config file, as in TF Serving) and `/metrics` (also at TF Serving's
-`/monitoring/prometheus/metrics`) for Prometheus.
+Routes beyond TF Serving's model routes (the URL grammar is `routes`):
+`/v1/models/NAME/labels/LABEL[...]` (version labels from the model config file, as in TF
+Serving) and `/metrics` (also at TF Serving's `/monitoring/prometheus/metrics`) for Prometheus.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -37,32 +36,7 @@ import tensorflow as tf
 from latmix_tf import export
 from latmix_tf.serving import jsonbody, metrics, repository, stacking, workers
 from latmix_tf.serving.repository import ServingError, clip
-
-# [0-9], not \d: a version is ASCII digits ('٣' or a full-width '３' is not version 3).
-_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
-                    r"|/labels/(?P<label>[^/:]+))?(?P<verb>/metadata|:[A-Za-z]+)?$")
-_LONG_VERSION = re.compile(r"^/v1/models/[^/:]+/versions/[0-9]{19,}")
-METRICS_PATHS = ("/metrics", "/monitoring/prometheus/metrics")
-MAX_VERSION_DIGITS = 18  # int64, as TF Serving's version numbers
-class Route(NamedTuple):
-  """A parsed URL: model name, version digits or label (or neither), verb (or None)."""
-  name: str
-  version: Optional[str]
-  label: Optional[str]
-  verb: Optional[str]
-
-
-def parse_route(method: str, path: str) -> Route:
-  """The model route of `path`; 404 for unknown routes, 400 for a version over 18 digits."""
-  path = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
-  if _LONG_VERSION.match(path):
-    raise ServingError(400, f"Malformed request: version numbers have at most "
-                            f"{MAX_VERSION_DIGITS} digits")
-  match = _ROUTE.match(path)
-  if not match:
-    raise ServingError(404, f"Malformed request: {method} {clip(path)} (routes: /v1/models/"
-                            f"NAME[/versions/V|/labels/L][/metadata|:predict], /metrics)")
-  return Route(*match.group("name", "version", "label", "verb"))
+from latmix_tf.serving.routes import METRICS_PATHS, Route, parse_route
 
 
 def encode_json(answer: Dict[str, Any], rows_per_part: int = 256) -> bytes:
@@ -289,7 +263,7 @@ class ModelServer:
       spec = specs.get(name) if name else (next(iter(specs.values())) if len(specs) == 1 else None)
       budgets = [stacking.instance_budget(s, name) for s in named]
       values = None if None in budgets else max(v for v, _ in budgets)
-      return jsonbody.Budget(tf.as_dtype(spec.dtype).as_numpy_dtype if spec is not None else None,
+      return stacking.Budget(tf.as_dtype(spec.dtype).as_numpy_dtype if spec is not None else None,
                              values, 0 if values is None else max(l for _, l in budgets))
 
     request = jsonbody.decode_request(body, expect, self.max_batch_size, self.max_json_depth)

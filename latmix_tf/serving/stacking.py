@@ -4,15 +4,22 @@ Why: converting each small group of decoded elements at once keeps the Python ob
 at any moment to one group's (a few MB), and storing floats in the signature's dtype at once
 means the float64 copy of a batch never exists. The groups are joined only after the
 request body has been dropped, so the body and the joined batch are never held together.
+
+What one element may hold (`Budget`, from the signature by `instance_budget`) is defined
+here, beside the stacking that stores it in the budget's dtype, and checked by `jsonbody`'s
+scanner before the element is decoded at all.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from latmix_tf.serving.repository import ServingError
+
+UNKNOWN_SHAPE_BYTES = 1 << 20  # per element when the signature has a dimension of any size
+BYTES_PER_ITEM = 64         # per number or array of an instance (indented JSON fits)
 
 
 class Stacked:
@@ -149,3 +156,18 @@ def instance_budget(specs: Dict[str, Any],
       lists, count = lists + count, count * d
     values += count
   return values, lists
+
+
+class Budget(NamedTuple):
+  """What one element of an instance array may hold: its numbers and arrays (None: any
+  number, a dimension of the signature has no fixed size) and the dtype floats go to."""
+  dtype: Optional[np.dtype]
+  values: Optional[int]
+  lists: int = 0
+
+  def limits(self) -> Tuple[int, int, int]:
+    """(bytes, arrays or objects, commas) one element may have."""
+    if self.values is None:
+      return UNKNOWN_SHAPE_BYTES, UNKNOWN_SHAPE_BYTES, UNKNOWN_SHAPE_BYTES
+    items = self.values + self.lists
+    return BYTES_PER_ITEM * items + 4096, self.lists + 1, items + 16
