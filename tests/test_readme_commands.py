@@ -38,6 +38,7 @@ SMOKE_TEST = "tests/test_experiments.py::test_smoke"  # every non-comparison exp
 RUN_IN_TESTS = {
     "python main.py --experiment=latent_mixup_fmnist": SMOKE_TEST,
     "python main.py --experiment=erm_cifar10 --scale=smoke": SMOKE_TEST,
+    "python main.py --experiment=erm_fmnist --scale=smoke": SMOKE_TEST,
     "python main.py --fetch_data=fashion_mnist,mnist": "tests/test_data.py::"
                                                       "test_refetch_replaces_a_corrupt_copy",
     "python main.py --experiment=nope": "tests/test_experiments.py::"
