@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from latmix_tf.plotting import save_figure
 
-from latmix_tf.comparison.metrics import at_value, headline_metrics
+from latmix_tf.comparison.metrics import at_value, autoattack_key, headline_metrics
 from latmix_tf.comparison.metrics import label as method_label
 from latmix_tf.comparison.protocol import PRIMARY_MARK, SECONDARY_MARK, marks
 
@@ -197,8 +197,7 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
          if k.startswith("pgd/")]
   # The Pareto view of robust training: clean accuracy against AutoAttack at the budget the
   # adversarial trainers train with (the worst case, where PGD alone can be masked).
-  autoattack = (f"autoattack/Linf@{robust_eps!r}/robust_accuracy"
-                if robust_eps is not None else None)
+  autoattack = autoattack_key(robust_eps) if robust_eps is not None else None
   panels = []
   for key, xlabel, scale in (("deepfool/rho_adv", "ρ_adv (DeepFool ‖r‖₂ / ‖x‖₂)", 1.0),
                              (pgd[0] if pgd else None,

@@ -22,7 +22,7 @@ import dataclasses
 import math
 from typing import Dict, List, Optional, Sequence
 
-from latmix_tf.comparison.metrics import label
+from latmix_tf.comparison.metrics import autoattack_key, label
 
 CLEAN = "test/accuracy"
 
@@ -47,10 +47,6 @@ class RobustGoal:
       raise ValueError(f"error: RobustGoal needs max_autoattack_gap >= 0 and 0 < "
                        f"max_cost_fraction <= 1, got {self.max_autoattack_gap} and "
                        f"{self.max_cost_fraction}.")
-
-
-def autoattack_key(robust_eps: float) -> str:
-  return f"autoattack/Linf@{robust_eps!r}/robust_accuracy"
 
 
 def verdicts(goal: RobustGoal, rows: Sequence[Dict], candidates: Sequence[str],

@@ -75,6 +75,11 @@ def label(method: str) -> str:
   return METHOD_LABELS.get(method, method)
 
 
+def autoattack_key(eps: float) -> str:
+  """The AutoAttack robust-accuracy metric at L∞ `eps` (as the evaluation writes it)."""
+  return f"autoattack/Linf@{eps!r}/robust_accuracy"
+
+
 def matches(key: str, pattern: str) -> bool:
   """Whether a metric key belongs to a family key (exact, "prefix@" or "*" pattern)."""
   if "*" in pattern:

@@ -126,7 +126,6 @@ class Handler(BaseHTTPRequestHandler):
     except _Expired as e:
       self.close_connection = True
       if e.started and not self._replied:
-        self._count("", "protocol", 408)
         self._send(408, {"error": f"Request not received within the deadline of "
                                   f"{self.server.config.request_timeout_s:g} s"})
     except OSError:
@@ -155,12 +154,10 @@ class Handler(BaseHTTPRequestHandler):
     self.close_connection = True
     if not re.fullmatch(r"HTTP/1\.[01]", self.request_version or ""):
       self.request_version = "HTTP/1.1"  # http.server writes no status line for HTTP/0.9
-    self._count("", "protocol", code)
     self._send(code, {"error": clip(message or f"HTTP {code}", 200)})
 
   def _count(self, model: str, api: str, status: int, start: Optional[float] = None):
-    """Records one answer in /metrics (once per request), before the answer is written: a
-    client that has its answer and then reads /metrics must find it counted."""
+    """Records one answer in /metrics (once per request)."""
     if not self._counted:
       self._counted = True
       begun = start if start is not None else (self.started_at or time.monotonic())
@@ -184,7 +181,6 @@ class Handler(BaseHTTPRequestHandler):
       self._admit()
     except ServingError as e:
       self.close_connection = True
-      self._count("", "protocol", e.status)
       self._send(e.status, {"error": e.message}, e.retry_after)
       return False
     return super().handle_expect_100()
@@ -242,8 +238,7 @@ class Handler(BaseHTTPRequestHandler):
       large, self._holds_large = self._holds_large, False
       if large:  # free before answering: the client's next large request must find it free
         self.server.large_slots.release()
-      self._count(model, api, status, start)
-      self._send(status, answer, retry)
+      self._send(status, answer, retry, (model, api), start)
       if self._admitted is None:
         self._discard()
       if large:
@@ -271,7 +266,11 @@ class Handler(BaseHTTPRequestHandler):
     except (_Expired, OSError):
       pass
 
-  def _send(self, status: int, answer, retry_after: Optional[int] = None):
+  def _send(self, status: int, answer, retry_after: Optional[int] = None,
+            labels: tuple = ("", "protocol"), start: Optional[float] = None):
+    """Writes one answer, counted in /metrics under `labels` (model, API) first: a client
+    that has its answer and then reads /metrics must find it counted."""
+    self._count(*labels, status, start)
     if isinstance(answer, str):
       data, ctype = answer.encode("utf-8"), metrics.CONTENT_TYPE
     else:
