@@ -50,14 +50,14 @@ from experiments.common import DATASET_OF, Experiment, RunContext, run_workdir, 
 
 DEFAULT_METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
                    "latent_mixup", "latent_mixup_vae")
-# Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation, and
-# the robust-training methods of experiments/baselines.py.
-METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain", "trades", "mixup_at", "latent_mixup_at",
-                              "on_manifold_at")
 # The robust-training screening (`compare_robust_fmnist`: can latent mixes make robust
 # training cheaper in clean accuracy?), against ERM and against PGD-AT.
 ROBUST_METHODS = ("erm", "pgd_at", "fgsm_at", "trades", "mixup_at", "latent_mixup_at",
                   "latent_mixup_vae_at", "on_manifold_at", "on_manifold_pgd_at", "latent_mixup")
+# Opt-in (--methods=...): the textbook DCGAN without the recall term, for the ablation, and
+# every screened method (those on the screening's Pareto front join the full comparison).
+METHODS = DEFAULT_METHODS + ("latent_mixup_dcgan_plain",) + tuple(
+    m for m in ROBUST_METHODS if m not in DEFAULT_METHODS)
 DEFAULT_SEEDS = (0, 1, 2)
 # The Latent-Mixup ablation family (experiments/latent_ablations.py), compared by
 # `ablation_fmnist` against ERM and against default Latent-Mixup.

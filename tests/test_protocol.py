@@ -202,7 +202,13 @@ def test_the_declared_goal_gives_each_robust_method_its_verdict_and_distance(tmp
   assert lma["cost"] == pytest.approx(0.055) and lma["autoattack_gap"] == pytest.approx(0.05)
   assert lma["clean_gain"] == pytest.approx(-0.01)
   assert not (lma["met"] or lma["robustness"] or lma["price"] or lma["evidence"])
+  # The Pareto front of (clean, AutoAttack) means: mixup (0.920, 0.09) dominates ERM and
+  # Latent-Mixup (about 0.905, 0.09); on-manifold AT (0.892, 0.493) dominates PGD-AT
+  # (0.860, 0.31) and latent_mixup_at (0.850, 0.26).
+  assert json.load(open(out["json"]))["pareto_front"] == ["mixup", "on_manifold_at"]
   text = open(out["markdown"]).read()
+  assert (f"(L∞ ε=0.1; means over seeds, no other method at least as high on both and higher "
+          f"on one): {label('mixup')}, {label('on_manifold_at')}.") in text
   assert "## Goal" in text and f"Met by: {label('on_manifold_at')}." in text
   assert "| missed: robustness, price, evidence |" in text
   # The report against PGD-AT, and a comparison that declares no goal, have no goal section.
@@ -212,5 +218,6 @@ def test_the_declared_goal_gives_each_robust_method_its_verdict_and_distance(tmp
   for report in (vs_pgd, plain):
     assert "## Goal" not in open(report["markdown"]).read()
     assert json.load(open(report["json"]))["goal"] is None
+    assert json.load(open(report["json"]))["pareto_front"] == []
   with pytest.raises(ValueError, match="goal.baseline 'trades' must be the robust_reference"):
     StatsProtocol(goal=RobustGoal(baseline="trades"))

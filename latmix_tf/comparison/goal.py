@@ -14,6 +14,9 @@ same rigour as a positive. The goal, with PGD-AT as the baseline and ERM as the 
      (paired t-test, Holm-adjusted with the other primary tests).
 
 A method meets the goal when all three hold. Accuracies are fractions, shown in points.
+
+The section also names the clean-vs-AutoAttack Pareto front (`pareto_front`): the screening's
+rule for which new methods go on to full scale is fixed here too, not picked from the figure.
 """
 
 from __future__ import annotations
@@ -84,13 +87,33 @@ def verdicts(goal: RobustGoal, rows: Sequence[Dict], candidates: Sequence[str],
   return out
 
 
+def pareto_front(rows: Sequence[Dict], methods: Sequence[str],
+                 robust_eps: Optional[float]) -> List[str]:
+  """The methods on the clean-accuracy vs AutoAttack Pareto front, in `methods` order.
+
+  A method is on the front when no other method has a mean (over seeds) at least as high on
+  both and higher on one. Means, not CIs: the front says which methods are worth the
+  full-scale seeds that will then resolve them. Methods without both metrics are left out.
+  """
+  if robust_eps is None:
+    return []
+  idx = {(r["method"], r["metric"]): r for r in rows}
+  aa = autoattack_key(robust_eps)
+  points = {m: (idx[(m, CLEAN)]["mean"], idx[(m, aa)]["mean"]) for m in methods
+            if (m, CLEAN) in idx and (m, aa) in idx
+            and all(math.isfinite(idx[(m, k)]["mean"]) for k in (CLEAN, aa))}
+  return [m for m, p in points.items()
+          if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())]
+
+
 def _pts(v: float) -> str:
   return f"{100 * v:+.2f}"
 
 
 def goal_lines(goal: RobustGoal, found: Sequence[Dict], reference: str,
-               robust_eps: Optional[float]) -> List[str]:
-  """The report's goal section: the declaration, one row per candidate, the verdict."""
+               robust_eps: Optional[float], front: Sequence[str] = ()) -> List[str]:
+  """The report's goal section: the declaration, one row per candidate, the verdict, and
+  the Pareto front."""
   base = label(goal.baseline)
   eps = "n/a" if robust_eps is None else f"{robust_eps:.4g}"
   lines = [f"Declared in the comparison's config before the run: a method within "
@@ -113,4 +136,9 @@ def goal_lines(goal: RobustGoal, found: Sequence[Dict], reference: str,
   lines += ["", (f"Met by: {', '.join(met)}." if met else
                  "No method meets the goal; the table gives each one's distance.")
             if found else "No candidate has the tests the goal needs yet (a partial run)."]
+  if front:
+    lines += ["", f"On the Pareto front of clean accuracy and AutoAttack accuracy (L∞ ε={eps}; "
+              f"means over seeds, no other method at least as high on both and higher on "
+              f"one): {', '.join(label(m) for m in front)}. The robust methods among them "
+              f"go on to full scale."]
   return lines

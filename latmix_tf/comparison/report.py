@@ -165,7 +165,7 @@ def _paired_tests(rows, methods, reference, head, protocol, alpha) -> List[str]:
 
 
 def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figures, notes,
-              concl, costs, protocol, masking, collapsed, found=None) -> str:
+              concl, costs, protocol, masking, collapsed, found=None, front=()) -> str:
   idx, methods = index(rows), list(runs)
   seeds = sorted({int(s) for per in runs.values() for s in per})
   lines = [f"# {title}", "", description.strip(), "",
@@ -178,7 +178,8 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
   lines += ["## Conclusion", ""]
   lines += [f"- {c}" for c in concl]
   if found is not None:
-    lines += ["", "## Goal", ""] + goal.goal_lines(protocol.goal, found, reference, robust_eps)
+    lines += ["", "## Goal", ""] + goal.goal_lines(protocol.goal, found, reference, robust_eps,
+                                                     front)
   keys = report_metrics(runs)
   head = headline_metrics(keys, robust_eps)
   lines += ["", "## At a glance", ""] + glance_tables(rows, methods, reference, head)
@@ -268,6 +269,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   found = (goal.verdicts(protocol.goal, rows, [m for m in runs if m in protocol.robust_methods],
                          robust_eps) if protocol.goal and reference != protocol.robust_reference
            else None)
+  front = goal.pareto_front(rows, list(runs), robust_eps) if found is not None else []
   figs = [os.path.basename(f) for f in comparison_figures(rows, out_dir, title, reference,
                                                           robust_eps)]
   if sample_grid:
@@ -283,6 +285,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
       "title": title, "reference": reference, "alpha": alpha, "conclusion": concl,
       "protocol": dataclasses.asdict(protocol), "masking_flags": masking,
       "collapsed_corruptions": collapsed, "goal": found,
+      "pareto_front": front,
       "sampling_uncertainty": sampling_uncertainty(runs, rows, report_metrics(runs)),
       "summary": rows,  # write_json_atomic turns nan into null
       "per_seed": {m: {str(s): {k: v for k, v in met.items() if isinstance(v, (int, float))}
@@ -291,7 +294,8 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   md_path = os.path.join(out_dir, "report.md")
   with open(md_path, "w") as f:
     f.write(_markdown(rows, runs, title, description, reference, alpha, robust_eps, figs,
-                      notes, concl, member_costs, protocol, masking, collapsed, found))
+                      notes, concl, member_costs, protocol, masking, collapsed, found,
+                      front))
   html_path = html_report.write_html(md_path)  # self-contained, sortable tables
   tensorboard_dir = export_hparams(out_dir, runs)  # HParams dashboard: trial = method config
   return {"csv": csv_path, "json": json_path, "markdown": md_path, "html": html_path,
