@@ -4,7 +4,8 @@ A toy metric registered by the test reaches the evaluation stage's record (metri
 notes); a chosen subset runs alone; the sanity checks run without the attack evaluators they
 usually read; an unknown name fails before any work; a record of flat metrics alone is reused
 with its figures and notes found in the stage folder, and a record whose figure is gone is
-evaluated again; docs/extending.md's example metric runs as written.
+evaluated again; docs/extending.md's example metric runs as written; an evaluation killed
+partway resumes from its finished evaluators and AutoAttack attacks with the same metrics.
 """
 
 import dataclasses
@@ -164,3 +165,45 @@ def test_the_example_metric_of_the_docs_runs_in_the_suite(model_and_data, tmp_pa
 def _predicted(export_dir, x):
   from latmix_tf import export  # pylint: disable=import-outside-toplevel
   return export.predict_probabilities(export.load_classifier(export_dir), x, 32).argmax(1)
+
+
+class Killed(Exception):
+  """Stands for the kill at a session's end: raised from the log sink at a chosen line."""
+
+
+def test_a_killed_evaluation_resumes_from_its_finished_parts_with_the_same_metrics(
+    model_and_data, tmp_path):
+  export_dir, x, y = model_and_data
+  # Two AutoAttack budgets small enough that points survive the first attack, so the second
+  # attack's work after the resume is real.
+  cfg = EvalConfig(**{**TINY, "autoattack_budgets": (("Linf", 0.002), ("Linf", 0.01)),
+                      "autoattack_version": "cheap", "autoattack_iters": 5},
+                   evaluators=("clean", "deepfool", "autoattack", "sanity"))
+  through = stage.evaluation_stage(export_dir, x, y, cfg, str(tmp_path / "through"),
+                                   log=lambda _: None)
+  assert through.value["autoattack/Linf@0.002/after_apgd-ce"] > 0  # points left to attack
+
+  seen = []
+
+  def kill_at_second_budget(line):
+    seen.append(line)
+    if sum(l.startswith("[autoattack] after apgd-ce") for l in seen) == 2:
+      raise Killed(line)
+
+  directory = tmp_path / "killed"
+  with pytest.raises(Killed):
+    stage.evaluation_stage(export_dir, x, y, cfg, str(directory), log=kill_at_second_budget)
+  assert stages.read_record(str(directory))["state"] == "building"
+  said = []
+  resumed = stage.evaluation_stage(export_dir, x, y, cfg, str(directory), log=said.append)
+  assert resumed.status == "resumed"
+  text = "\n".join(said)
+  for name in ("clean", "deepfool"):
+    assert f"[evaluate] {name}: resumed from" in text
+  assert "[autoattack] resumed after apgd-ce, apgd-t:" in text  # the first budget, finished
+  assert "[autoattack] resumed after apgd-ce:" in text          # the second, one attack in
+  assert text.count("[autoattack] after apgd-t") == 1           # only the second budget's
+  assert "[evaluate] autoattack: resumed" not in text and "sanity: resumed" not in text
+  timeless = lambda m: {k: v for k, v in m.items() if "seconds" not in k}
+  assert timeless(resumed.value) == timeless(through.value)
+  assert not os.path.exists(directory / "partial")  # the parts go once evaluation.json is in

@@ -138,8 +138,9 @@ class AutoAttack(Evaluator):
       aa_cfg = autoattack.AutoAttackConfig(norm=norm, eps=float(eps),
                                            version=cfg.autoattack_version, seed=cfg.attack_seed,
                                            batch_size=cfg.batch_size, **iters)
-      results[f"{norm}@{float(eps)!r}"] = autoattack.run_autoattack(
-          ctx.logits_fn, ctx.x[:n], ctx.y[:n], aa_cfg, ctx.log)
+      budget = f"{norm}@{float(eps)!r}"
+      results[budget] = autoattack.run_autoattack(
+          ctx.logits_fn, ctx.x[:n], ctx.y[:n], aa_cfg, ctx.log, ctx.parts, f"autoattack-{budget}")
     for budget, res in results.items():
       metrics[f"autoattack/{budget}/robust_accuracy"] = res["robust_accuracy"]
       metrics[f"autoattack/{budget}/clean_accuracy"] = res["clean_accuracy"]

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from latmix_tf.config import EvalConfig
+from latmix_tf.evaluation.partial import Parts
 
 
 def metric_key(prefix: str, value: float) -> str:
@@ -75,6 +76,8 @@ class EvalContext:
     class_names: the dataset's class names (from the SavedModel's metadata), or None.
     metrics: the flat metrics of the evaluators that ran, in run order.
     results: their `EvalResult`s by registry name.
+    parts: where an evaluator keeps its progress within a run that may be killed
+      (`partial.Parts`; AutoAttack saves it after each attack).
   """
   logits_fn: Callable
   predict: Callable
@@ -91,6 +94,7 @@ class EvalContext:
   class_names: Optional[Sequence[str]] = None
   metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
   results: Dict[str, EvalResult] = dataclasses.field(default_factory=dict)
+  parts: Parts = dataclasses.field(default_factory=lambda: Parts(None))
 
   @property
   def num_classes(self) -> int:

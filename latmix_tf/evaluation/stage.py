@@ -35,6 +35,7 @@ from latmix_tf import export, stages
 from latmix_tf.config import EvalConfig, config_hash
 from latmix_tf.data.sources import array_fingerprint
 from latmix_tf.evaluation import evaluators, suite
+from latmix_tf.evaluation.partial import Parts
 from latmix_tf.jsonio import read_json
 
 # What the whole suite promises every report (`Evaluator.required`).
@@ -148,9 +149,10 @@ def evaluation_stage(export_dir: str, x_test: np.ndarray, y_test: np.ndarray, cf
   key = evaluation_key(export_dir, cfg, x_test, y_test, x_val, y_val)
 
   def build(resumed):
-    del resumed
+    del resumed  # a fresh stage folder holds no parts; a resumed one keeps those of its key
     result = suite.run_evaluators(export_dir, x_test, y_test, cfg, directory, log=log,
-                                  x_val=x_val, y_val=y_val, cache_dir=cache_dir)
+                                  x_val=x_val, y_val=y_val, cache_dir=cache_dir,
+                                  parts=Parts(directory, config_hash(key), log))
     outputs = {"metrics": _numeric(result.metrics), "figures": list(result.figures),
                "notes": list(result.notes)}
     return outputs, outputs

@@ -32,6 +32,7 @@ from latmix_tf.data.sources import array_fingerprint, get_info
 from latmix_tf.evaluation import evaluators, sanity
 from latmix_tf.evaluation.adversarial import DEEPFOOL_FILE  # pylint: disable=unused-import
 from latmix_tf.evaluation.evaluator import EvalContext, EvalResult, batched
+from latmix_tf.evaluation.partial import Parts
 
 EVALUATION_FILE = "evaluation.json"
 ATTACK_CONFIG_FILE = "attack_config.json"
@@ -88,8 +89,13 @@ def run_evaluators(export_dir: str, x_test_uint8: np.ndarray, y_test_int: np.nda
                    cfg: EvalConfig = EvalConfig(), out_dir: str = None,
                    log: Callable[[str], None] = print, x_val: Optional[np.ndarray] = None,
                    y_val: Optional[np.ndarray] = None,
-                   cache_dir: Optional[str] = None) -> EvalResult:
+                   cache_dir: Optional[str] = None,
+                   parts: Optional[Parts] = None) -> EvalResult:
   """`evaluate_saved_model`, returning every evaluator's output merged in run order.
+
+  `parts` (`partial.Parts`, the evaluation stage's): each finished evaluator's result is kept
+  there, and one found there is taken instead of running the evaluator again, so that a
+  killed evaluation resumes where it stopped; None keeps nothing.
 
   Returns:
     An `EvalResult`: the flat metrics, the figures written (file names in `out_dir`), the
@@ -101,10 +107,20 @@ def run_evaluators(export_dir: str, x_test_uint8: np.ndarray, y_test_int: np.nda
   chosen = evaluators.build(cfg.evaluators)
   ctx = _context(export_dir, x_test_uint8, y_test_int, cfg, out_dir, log, x_val, y_val,
                  cache_dir)
+  ctx.parts = parts or Parts(None)
   timings, figures, notes, record, hyper = {}, [], [], {}, {}
+  earlier = 0.0  # seconds the resumed evaluators took when they ran
   for name, evaluator in chosen:
     t = time.time()
-    result = ctx.results[name] = evaluator.run(ctx)
+    kept = ctx.parts.get(f"evaluator-{name}")
+    if kept is not None and all(os.path.isfile(ctx.path(f)) for f in kept[0].figures):
+      result, seconds = kept
+      earlier += seconds
+      log(f"[evaluate] {name}: resumed from {ctx.parts.directory} ({seconds:.1f}s when it ran)")
+    else:
+      result = evaluator.run(ctx)
+      ctx.parts.put(f"evaluator-{name}", (result, time.time() - t))
+    ctx.results[name] = result
     ctx.metrics.update(result.metrics)
     figures += result.figures
     notes += result.notes
@@ -115,7 +131,7 @@ def run_evaluators(export_dir: str, x_test_uint8: np.ndarray, y_test_int: np.nda
     timings[name] = round(time.time() - t, 2)
     log(f"[evaluate] {name}: {timings[name]:.1f}s")
   metrics = ctx.metrics
-  metrics["eval_seconds"] = time.time() - start
+  metrics["eval_seconds"] = time.time() - start + earlier
   hyper["num_classes"] = ctx.num_classes
   export.write_json_atomic(os.path.join(out_dir, ATTACK_CONFIG_FILE), hyper)
   export.write_json_atomic(os.path.join(out_dir, EVALUATION_FILE), {
@@ -124,6 +140,7 @@ def run_evaluators(export_dir: str, x_test_uint8: np.ndarray, y_test_int: np.nda
       "model_metadata": export.read_metadata(export_dir),
       "data_fingerprint": array_fingerprint(ctx.x_uint8, ctx.y)[:16],
       "eval_config": to_dict(cfg), "versions": export.versions()})
+  ctx.parts.clear()  # evaluation.json holds everything now
   summary = [f"{label} {metrics[k]:.4f}" for label, k in _SUMMARY if k in metrics]
   if "sanity/failed" in metrics:
     summary.append(f"sanity failed {metrics['sanity/failed']:.0f}")

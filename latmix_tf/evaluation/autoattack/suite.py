@@ -139,7 +139,7 @@ def _run_batches(fn, extra, x, y, robust, x_adv, predict, cfg, name, a_i, r_i, e
 
 
 def run_autoattack(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, y, cfg: AutoAttackConfig,
-                   log: Callable[[str], None] = print) -> Dict:
+                   log: Callable[[str], None] = print, parts=None, part: str = "") -> Dict:
   """Runs AutoAttack and returns the per-example worst case.
 
   Args:
@@ -149,6 +149,10 @@ def run_autoattack(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, y, cfg: AutoA
     y: int [N] labels.
     cfg: threat model and attack settings.
     log: progress sink (one line per attack).
+    parts, part: where to keep the progress after each attack (`evaluation.partial.Parts`,
+      under the name `part`), and resume from it: the robust mask, the adversarials found
+      and the loss curve, from which the next attack cuts the same batches and seeds as an
+      uninterrupted run. None keeps nothing.
   Returns:
     {"clean_accuracy", "robust_accuracy" (robust to every attack that ran), "per_attack"
     ({attack: robust accuracy after it, cumulative}), "robust_mask" (bool [N]), "x_adv"
@@ -170,8 +174,17 @@ def run_autoattack(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, y, cfg: AutoA
   per_attack: Dict[str, float] = {}
   curve = {"sum": np.zeros(cfg.apgd_n_iter + 1), "count": 0}
   eps = tf.constant(cfg.eps, tf.float32)
-  plans = {}
+  plans, earlier = {}, 0.0
+  kept = parts.get(part) if parts is not None else None
+  if kept is not None and kept["config"] == cfg and kept["robust"].shape == robust.shape:
+    robust, x_adv, per_attack, curve, plans = (kept[k] for k in (
+        "robust", "x_adv", "per_attack", "curve", "plans"))
+    earlier = kept["seconds"]
+    log(f"[autoattack] resumed after {', '.join(per_attack)}: robust accuracy "
+        f"{robust.mean():.4f}")
   for a_i, name in enumerate(VERSIONS[cfg.version]):
+    if name in per_attack:
+      continue
     t0 = time.perf_counter()
     fn, runs = _attack_plan(name, cfg, logits_fn, image_shape, num_classes)
     plans[name] = [label for label, _ in runs]
@@ -181,6 +194,10 @@ def run_autoattack(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, y, cfg: AutoA
         _run_batches(fn, extra, x, y, robust, x_adv, predict, cfg, name, a_i, r_i, eps, bar,
                      curve if name == "apgd-ce" and r_i == 0 else None)
     per_attack[name] = float(robust.mean())
+    if parts is not None:
+      parts.put(part, {"config": cfg, "robust": robust, "x_adv": x_adv, "per_attack": per_attack,
+                       "curve": curve, "plans": plans,
+                       "seconds": earlier + time.perf_counter() - start})
     log(f"[autoattack] after {name}: robust accuracy {per_attack[name]:.4f} "
         f"({time.perf_counter() - t0:.1f}s)")
   config = dataclasses.asdict(cfg)
@@ -193,7 +210,7 @@ def run_autoattack(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, y, cfg: AutoA
   return {"clean_accuracy": clean_accuracy, "robust_accuracy": float(robust.mean()),
           "per_attack": per_attack, "robust_mask": robust, "x_adv": x_adv,
           "apgd_loss_curve": (curve["sum"] / max(curve["count"], 1)).tolist(),
-          "seconds": time.perf_counter() - start, "config": config}
+          "seconds": earlier + time.perf_counter() - start, "config": config}
 
 
 def apgd_accuracy_curve(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, y,
