@@ -146,18 +146,19 @@ def evaluation_stage(export_dir: str, x_test: np.ndarray, y_test: np.ndarray, cf
     ValueError: `cfg.evaluators` names an unknown evaluator.
   """
   required = evaluators.required_metrics(cfg.evaluators)
-  key = evaluation_key(export_dir, cfg, x_test, y_test, x_val, y_val)
+  stage = stages.Stage("evaluation", directory,
+                       evaluation_key(export_dir, cfg, x_test, y_test, x_val, y_val))
 
   def build(resumed):
     del resumed  # a fresh stage folder holds no parts; a resumed one keeps those of its key
     result = suite.run_evaluators(export_dir, x_test, y_test, cfg, directory, log=log,
                                   x_val=x_val, y_val=y_val, cache_dir=cache_dir,
-                                  parts=Parts(directory, config_hash(key), log))
+                                  parts=Parts(directory, stage.key_hash, log))
     outputs = {"metrics": _numeric(result.metrics), "figures": list(result.figures),
                "notes": list(result.notes)}
     return outputs, outputs
 
-  result = stages.run_stage(stages.Stage("evaluation", directory, key), build,
+  result = stages.run_stage(stage, build,
                             lambda record: check_cached(directory, record, required),
                             rebuild=rebuild, log=log)
   # A reused record of flat metrics only is completed in memory with what check_cached found.
