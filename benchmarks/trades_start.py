@@ -1,21 +1,26 @@
-"""Does TRADES leave the constant-prediction start under the shared recipe? A training probe.
+"""Why TRADES stalled at a constant prediction under the shared recipe: a training probe.
 
 Why: every method of a comparison is trained by one recipe (AdamW, lr 2e-3, cosine, weight
-decay 5e-4: `experiments/common.train_config`). TRADES at the issue's β = 6 then sits near
-a constant prediction for its whole quick-scale budget (the screening member's log: train
-accuracy 0.154 and 0.175 after epochs 1 and 2 on Fashion-MNIST), while PGD-AT on the same
-recipe is at 0.56 after epoch 1. This probe says where that comes from, by training the quick
-Fashion-MNIST classifier for a few hundred TRADES steps from the same start under:
+decay 5e-4: `experiments/common.train_config`). TRADES at the issue's β = 6, with the
+independent dropout masks of the TRADES code's two training-mode passes, sat near a constant
+prediction for its whole quick-scale budget (train accuracy 0.154, 0.175 and 0.184 after the
+3 epochs of the Fashion-MNIST screening member; clean test accuracy 21%), while PGD-AT on the
+same recipe reached 79%. This probe trains the quick Fashion-MNIST classifier (dropout 0.3,
+twice) for a few hundred TRADES steps from the same start under:
 
-  recipe        β = 6, the shared AdamW recipe (what `trades_fmnist` runs)
-  recipe β=1    β = 1 (the TRADES code's MNIST default), the shared AdamW recipe
-  sgd           β = 6, SGD at lr 0.01 (the TRADES code's optimizer and rate; latmix's `sgd`
-                has Nesterov momentum 0.9 where the TRADES code has plain momentum 0.9)
+  independent   β = 6, independent dropout masks in f(x) and f(x′) (the TRADES code)
+  shared        β = 6, f(x′) with f(x)'s masks (`TradesConfig.shared_dropout`, the default)
+  no dropout    β = 6, the same network without dropout
+  β=1           β = 1 (the TRADES code's MNIST value), independent masks
+  sgd           β = 6, independent masks, SGD at lr 0.01 (the TRADES code's optimizer and
+                rate; latmix's `sgd` has Nesterov momentum 0.9, the TRADES code plain 0.9)
 
-Each row is the clean-batch train accuracy and the KL term, averaged over windows of 50
-steps. The inner KL-PGD uses 10 steps of ε/4 instead of the recipe's 40 of ε/30 to keep the
-probe to minutes (the screening member shows the 40-step recipe stalling the same way). The
-numbers are deterministic for a seed; a loaded machine changes only the time.
+If the shared masks train like the network without dropout while independent masks stall,
+the stall is the KL between two dropout draws, which a constant prediction sets to zero, and
+not the optimizer. Each row is the clean-batch train accuracy and the KL term, averaged over
+windows of 50 steps. The inner KL-PGD uses 10 steps of ε/4 instead of the recipe's 40 of
+ε/30 to keep the probe to minutes. The numbers are deterministic for a seed; a loaded machine
+changes only the time.
 
   python benchmarks/trades_start.py [--steps=200] [--data_dir=DIR]
 
@@ -25,6 +30,7 @@ Writes benchmarks/results/trades_start.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -44,21 +50,26 @@ from latmix_tf.training.loop import make_optimizer
 from latmix_tf.training.trades import Trades, TradesConfig
 
 BATCH, WINDOW, INNER_STEPS, EPSILON = 128, 50, 10, 0.1
-VARIANTS = {  # name -> (beta, TrainConfig overrides)
-    "recipe": (6.0, {}),
-    "recipe β=1": (1.0, {}),
-    "sgd": (6.0, {"optimizer": "sgd", "learning_rate": 0.01}),
+VARIANTS = {  # name -> (beta, shared dropout masks, dropout rate or None, TrainConfig overrides)
+    "independent": (6.0, False, None, {}),
+    "shared": (6.0, True, None, {}),
+    "no dropout": (6.0, True, 0.0, {}),
+    "β=1": (1.0, False, None, {}),
+    "sgd": (6.0, False, None, {"optimizer": "sgd", "learning_rate": 0.01}),
 }
 
 
-def probe(x, y, beta, overrides, steps, seed=0):
+def probe(x, y, beta, shared, dropout, overrides, steps, seed=0):
   """Windowed clean train accuracy and KL of `steps` TRADES updates from a seeded start."""
   keras.utils.set_random_seed(seed)
-  model = build_classifier(model_config("fashion_mnist", "quick"), x.shape[1:])
+  model_cfg = model_config("fashion_mnist", "quick")
+  if dropout is not None:
+    model_cfg = dataclasses.replace(model_cfg, dropout=dropout)
+  model = build_classifier(model_cfg, x.shape[1:])
   total = EPOCHS["fashion_mnist"]["quick"] * (len(x) // BATCH)  # the quick run's schedule
   optimizer = make_optimizer(train_config("fashion_mnist", "quick", **overrides), total)
   method = Trades(TradesConfig(beta=beta, epsilon=EPSILON, steps=INNER_STEPS,
-                               step_size=EPSILON / 4))
+                               step_size=EPSILON / 4, shared_dropout=shared))
 
   @tf.function
   def step(xb, yb, s):
@@ -87,9 +98,10 @@ def probe(x, y, beta, overrides, steps, seed=0):
 
 
 def markdown(result):
-  lines = ["# TRADES from a fresh start: the shared recipe vs the TRADES code's settings", "",
+  lines = ["# TRADES from a fresh start: dropout masks, β and optimizer", "",
            f"`python benchmarks/trades_start.py --steps={result['steps']}` on "
-           f"{result['machine']['cpu']['model']} ({result['machine']['cpu']['cores']} cores); "
+           f"{result['machine']['cpu']['model']} ({result['machine']['cpu']['cores']} cores, "
+           f"load {result['machine']['load_avg'][0]:.1f} at the start); "
            f"quick Fashion-MNIST classifier, batch {BATCH}, ε = {EPSILON}, inner KL-PGD "
            f"{INNER_STEPS} steps of ε/4, seed 0. Clean-batch train accuracy (KL term), mean "
            f"over each {WINDOW} steps.", "",
@@ -100,7 +112,8 @@ def markdown(result):
              for v in result["variants"].values()]
     lines.append(f"| {row['steps']} | " + " | ".join(cells) + " |")
   lines += ["", "Variants: " + "; ".join(
-      f"{name}: β = {v['beta']}, {v['optimizer']}" for name, v in result["variants"].items())
+      f"{name}: β = {v['beta']}, {v['masks']} dropout masks, dropout {v['dropout']}, "
+      f"{v['optimizer']}" for name, v in result["variants"].items())
       + "."]
   return "\n".join(lines) + "\n"
 
@@ -114,13 +127,17 @@ def main():
   x = arrays.x_train.astype("float32") / 255.0
   y = np.eye(10, dtype="float32")[arrays.y_train]
   result = {"steps": args.steps, "machine": machine(), "variants": {}}
-  for name, (beta, overrides) in VARIANTS.items():
-    print(f"{name}: beta {beta}, {overrides or 'shared recipe'}", flush=True)
+  default_dropout = model_config("fashion_mnist", "quick").dropout
+  for name, (beta, shared, dropout, overrides) in VARIANTS.items():
+    print(f"{name}: beta {beta}, shared masks {shared}, dropout {dropout}, "
+          f"{overrides or 'shared recipe'}", flush=True)
     t0 = time.perf_counter()
     cfg = train_config("fashion_mnist", "quick", **overrides)
     result["variants"][name] = {
-        "beta": beta, "optimizer": f"{cfg.optimizer} lr {cfg.learning_rate:g}",
-        "rows": probe(x, y, beta, overrides, args.steps),
+        "beta": beta, "masks": "shared" if shared else "independent",
+        "dropout": default_dropout if dropout is None else dropout,
+        "optimizer": f"{cfg.optimizer} lr {cfg.learning_rate:g}",
+        "rows": probe(x, y, beta, shared, dropout, overrides, args.steps),
         "wall_s": time.perf_counter() - t0}
   text = markdown(result)
   print(text)

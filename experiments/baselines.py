@@ -11,10 +11,11 @@ optimizer, epochs, export and evaluation); only the method object differs.
   mixup_at_{ds}        interpolated adversarial training (Lamb et al. 2019): mixup batch and
                        its PGD-7 adversarial examples against the soft labels, 50/50
   on_manifold_at_{ds}  on-manifold adversarial training (Stutz et al. 2019): PGD-7 on a latent
-                       perturbation ‖δ‖∞ ≤ 0.3 of each bank code, decoded by latent_mixup_{ds}'s
-                       generator (its generator and bank stages, shared)
-  on_manifold_pgd_at_fmnist  the same, half of the loss on input-space PGD-7 examples (the
-                       paper's combination; Fashion-MNIST only)
+                       perturbation ‖δ‖∞ ≤ 0.1 of each bank code, decoded by latent_mixup_{ds}'s
+                       generator (its generator and bank stages, shared), and the clean batch,
+                       50/50 (the paper's values for a generator of all classes)
+  on_manifold_pgd_at_fmnist  the same with input-space PGD-7 examples in place of the clean
+                       half (the paper's combination; Fashion-MNIST only)
   latent_mixup_at_{ds} interpolated adversarial training on latent mixes: latent_mixup_{ds}'s
                        batches (real + decoded mixes, its generator and bank stages, shared)
                        and pgd_at's step, clean and adversarial rows 50/50 - a composition
@@ -80,7 +81,8 @@ def _method(kind: str, dataset_key: str, scale: str):
   if kind in ("on_manifold_at", "on_manifold_pgd_at"):
     # latent_mixup_{ds}'s generator (DCGAN + recall term) and inversion: the same stage keys.
     return OnManifoldATConfig(
-        eta=0.3, steps=2 if scale == "smoke" else 7,
+        eta=0.1, steps=2 if scale == "smoke" else 7,
+        clean_weight=0.0 if kind == "on_manifold_pgd_at" else 0.5,
         input_adversarial=(_method("pgd_at", dataset_key, scale)
                            if kind == "on_manifold_pgd_at" else None),
         generator=latent_mixup.generator_config("dcgan", dataset, scale),
@@ -105,7 +107,8 @@ DESCRIPTIONS = {
     "trades": "TRADES (Zhang et al. 2019): CE + 6 KL(f(x) || f(x')), x' by PGD on the KL.",
     "mixup_at": "Interpolated adversarial training (Lamb et al. 2019): mixup + PGD-7, 50/50.",
     "on_manifold_at": "On-manifold adversarial training (Stutz et al. 2019): PGD-7 in the "
-                      "latent space of the DCGAN, ||delta||_inf <= 0.3.",
+                      "latent space of the DCGAN, ||delta||_inf <= 0.1, and the clean batch, "
+                      "50/50.",
     "on_manifold_pgd_at": "On-manifold adversarial training (Stutz et al. 2019) + input-space "
                           "PGD-7, 50/50.",
     "latent_mixup_at": "Interpolated adversarial training on latent mixes: Latent-Mixup's "

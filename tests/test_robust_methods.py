@@ -23,6 +23,7 @@ from latmix_tf.training import (METHODS, ERM, AdversarialConfig, AdversarialTrai
                                 MixupConfig, build_method, train)
 from latmix_tf.training.interpolated_at import MixupAT, MixupATConfig
 from latmix_tf.training.trades import Trades, TradesConfig, kl_pgd, paper_inner_loop
+from experiments import baselines
 
 SEED = tf.constant([5, 1], tf.int64)
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -34,9 +35,9 @@ def _batch(n=12, seed=0):
           tf.one_hot(rng.integers(0, 10, n), 10))
 
 
-def _cnn():
+def _cnn(dropout=0.0):
   keras.utils.set_random_seed(0)  # no dropout: two forward passes must see the same network
-  return build_classifier(ModelConfig("cnn", (8, 16), 32, dropout=0.0), (28, 28, 1))
+  return build_classifier(ModelConfig("cnn", (8, 16), 32, dropout=dropout), (28, 28, 1))
 
 
 def _loss_and_grads(method, model, x, y, seed=SEED):
@@ -93,6 +94,18 @@ def test_trades_loss_is_ce_plus_beta_kl():
   expected = (direct.numpy(), [g.numpy() for g in tape.gradient(direct,
                                                                 model.trainable_variables)])
   _assert_same(got, expected)
+
+
+def test_trades_compares_its_two_passes_under_the_same_dropout_masks():
+  """With x′ = x, the KL of two training-mode passes is the dropout noise alone: zero with
+  shared masks (the default), positive with independent masks (the paper's code)."""
+  model, (x, y) = _cnn(dropout=0.3), _batch()
+  kls = {}
+  for shared in (True, False):
+    method = Trades(TradesConfig(shared_dropout=shared))
+    method.forward(model, (x, x), y, SEED)
+    kls[shared] = float(method.after_step(model, x, y, SEED)["kl"])
+  assert kls[True] == pytest.approx(0.0, abs=1e-6) and kls[False] > 1e-3
 
 
 def test_kl_pgd_stays_in_the_ball_and_raises_the_kl():
@@ -174,12 +187,33 @@ def test_on_manifold_at_with_eta_zero_is_erm_on_the_reconstructions(gen):
   model, (x, y) = _cnn(), _batch()
   bank = _bank()
   z, y_bank = tf.constant(bank.z[:12]), tf.one_hot(bank.labels[:12], 10)
-  method = OnManifoldAT(OnManifoldATConfig(eta=0.0, steps=3), gen=gen, bank=bank, batch_size=12)
+  method = OnManifoldAT(OnManifoldATConfig(eta=0.0, steps=3, clean_weight=0.0), gen=gen,
+                        bank=bank, batch_size=12)
   method.build(model, 10)
   on_manifold = _loss_and_grads(method, model, (x, z), (y, y_bank))
   _assert_same(on_manifold, _loss_and_grads(ERM(), model, gen.decode(z), y_bank))
-  moved = OnManifoldAT(OnManifoldATConfig(eta=0.5, steps=3), gen=gen, bank=bank, batch_size=12)
+  moved = OnManifoldAT(OnManifoldATConfig(eta=0.5, steps=3, clean_weight=0.0), gen=gen,
+                       bank=bank, batch_size=12)
   assert _differs(_loss_and_grads(moved, model, (x, z), (y, y_bank)), on_manifold)
+
+
+def test_on_manifold_at_trains_half_on_the_clean_batch_by_default(gen):
+  """The paper's setting for one generator of all classes: η = 0.1, and each batch half
+  decoded latent adversarials, half clean images (each half half of the label mass)."""
+  model, (x, y) = _cnn(), _batch()
+  bank = _bank()
+  z, y_bank = tf.constant(bank.z[:12]), tf.one_hot(bank.labels[:12], 10)
+  assert OnManifoldATConfig().eta == 0.1
+  method = OnManifoldAT(OnManifoldATConfig(steps=2), gen=gen, bank=bank, batch_size=12)
+  x_cat, y_cat = method.prepare_batch(model, (x, z), (y, y_bank), SEED)
+  np.testing.assert_allclose(x_cat[12:].numpy(), x.numpy())
+  np.testing.assert_allclose(y_cat.numpy(), np.concatenate([0.5 * y_bank, 0.5 * y]))
+  assert 0 < np.abs(x_cat[:12].numpy() - gen.decode(z).numpy()).max()
+  recipe = {kind: baselines._method(kind, "fmnist", "full")  # pylint: disable=protected-access
+            for kind in ("on_manifold_at", "on_manifold_pgd_at")}
+  assert (recipe["on_manifold_at"].eta, recipe["on_manifold_at"].clean_weight) == (0.1, 0.5)
+  assert recipe["on_manifold_pgd_at"].clean_weight == 0.0
+  assert recipe["on_manifold_pgd_at"].input_adversarial is not None
 
 
 def test_latent_pgd_stays_in_the_ball_and_raises_the_loss(gen):
@@ -200,6 +234,7 @@ def test_on_manifold_combined_with_input_pgd_at(gen):
   z, y_bank = tf.constant(bank.z[:12]), tf.one_hot(bank.labels[:12], 10)
   adv = AdversarialConfig(attack="pgd", epsilon=0.1, steps=2)
   method = OnManifoldAT(OnManifoldATConfig(eta=0.0, steps=1, input_adversarial=adv,
+                                           clean_weight=0.0,
                                            input_weight=0.5), gen=gen, bank=bank, batch_size=12)
   x_cat, y_cat = method.prepare_batch(model, (x, z), (y, y_bank), SEED)
   np.testing.assert_allclose(x_cat[:12].numpy(), gen.decode(z).numpy(), **TOL)
@@ -221,9 +256,9 @@ def _tiny_run(tiny_data_dir):
                                data_cfg)
 
 
-def _train(method, tiny_data_dir, workdir, steps=2, optimizer="adamw"):
+def _train(method, tiny_data_dir, workdir, steps=2, optimizer="adamw", dropout=0.0):
   data_cfg, splits = _tiny_run(tiny_data_dir)
-  model = _cnn()
+  model = _cnn(dropout)
   history = train(model, method, splits, data_cfg,
                   TrainConfig(epochs=1, steps_per_epoch=steps, learning_rate=1e-2,
                               optimizer=optimizer, lr_schedule="constant"),
@@ -240,6 +275,20 @@ def test_trades_beta_zero_takes_erm_steps_in_the_real_loop(tiny_data_dir, tmp_pa
   assert row["train/accuracy"] == erm_row["train/accuracy"] and row["train/kl"] >= 0
   for a, b in zip(model.trainable_variables, erm_model.trainable_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), **TOL)
+
+
+def test_trades_beta_zero_on_a_dropout_network_takes_erm_steps(tiny_data_dir, tmp_path):
+  """Two SGD steps with dropout: shared masks leave the seed states where ERM's one pass
+  leaves them, so β = 0 gives ERM's network; independent masks draw other masks at step 2."""
+  erm, _ = _train(ERM(), tiny_data_dir, tmp_path / "erm", 2, "sgd", dropout=0.3)
+  runs = {shared: _train(Trades(TradesConfig(beta=0.0, steps=2, step_size=0.03,
+                                             shared_dropout=shared)),
+                         tiny_data_dir, tmp_path / f"trades_{shared}", 2, "sgd", dropout=0.3)[0]
+          for shared in (True, False)}
+  for a, b in zip(runs[True].trainable_variables, erm.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), **TOL)
+  assert any(not np.allclose(a.numpy(), b.numpy(), **TOL)
+             for a, b in zip(runs[False].trainable_variables, erm.trainable_variables))
 
 
 @pytest.mark.parametrize("name", ["trades", "mixup_at", "on_manifold_at"])

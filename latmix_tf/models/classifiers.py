@@ -8,7 +8,7 @@ the penultimate features (`features`) feed the Fréchet distance and the inversi
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Callable, List, Sequence
 
 import keras
 import tensorflow as tf
@@ -63,6 +63,32 @@ class ReplicaDropout(layers.Dropout):
     if seed.dtype != tf.int32:  # as keras.random: stateless ops take int32 seeds
       seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
     return replica_dropout(inputs, self.rate, seed)
+
+
+def rewind_dropout(model: keras.Model) -> Callable[[], None]:
+  """Records every dropout layer's seed state now; calling the result puts it back.
+
+  Why: two training-mode passes draw independent dropout masks. A loss that compares the
+  two passes' outputs (TRADES' KL between f(x) and f(x')) then also penalises what the masks
+  change, and at a large weight that noise term alone pulls the network to a constant output
+  (a constant has KL 0 under any mask). Rewinding between the passes gives the second pass the
+  first one's seeds, hence the same masks for inputs of the same shape, so the comparison sees
+  the input perturbation alone. Afterwards the seed states have advanced by one pass.
+
+    rewind = rewind_dropout(model)
+    clean = model(x, training=True)
+    rewind()
+    adv = model(x_adv, training=True)      # the masks of the clean pass
+  """
+  # Keras 3 lists nested layers (blocks, Sequentials) through `_flatten_layers`.
+  gens = [l.seed_generator for l in model._flatten_layers()  # pylint: disable=protected-access
+          if isinstance(l, layers.Dropout) and getattr(l, "seed_generator", None) is not None]
+  saved = [tf.identity(g.state.value) for g in gens]
+
+  def rewind() -> None:
+    for gen, state in zip(gens, saved):
+      gen.state.assign(state)
+  return rewind
 
 
 def _batch_norm(sync: bool) -> layers.BatchNormalization:
