@@ -19,9 +19,10 @@ reuse each other's cached stages (keyed by config, data and consumed stages: a c
 config retrains, a changed evaluation config only re-evaluates). Called without a root
 (tests), members go under <workdir>/members/. Whether a member was trained or cached, and
 what its stages cost, comes from the stage records (`latmix_tf.stages`).
-Resume: rerun the same command; finished members are read back first and reported at once,
-an unfinished one resumes from its last checkpoint, and the report (and its --results_dir
-copy at quick / full scale) is rewritten after every member. Do not repeat --rebuild.
+Resume: rerun the same command; members finished under their current recipe are read back
+first and reported at once, an unfinished one resumes from its last checkpoint, and the
+report (and its --results_dir copy at quick / full scale) is rewritten after every member.
+Do not repeat --rebuild.
 Executors (`--executor`, docs/scaling.md): `sequential` (default, in this process) or `ray`
 (each unfinished member a Ray task); members write the same stages either way.
 Also here: `ablation_fmnist` (the Latent-Mixup ablation family) and `compare_robust_fmnist`
@@ -37,12 +38,14 @@ from typing import Dict, Optional, Sequence, Tuple
 from latmix_tf import distribute
 from latmix_tf.cli_checks import check_choices, parse_seeds
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
-from latmix_tf.comparison.costs import (finished_records, generative_seconds, member_cost,
+from latmix_tf.comparison.costs import (finished_member, generative_seconds, member_cost,
                                         remaining_seconds)
 from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
 from latmix_tf.comparison.goal import RobustGoal
 from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol
 from latmix_tf.config import SCALES
+from latmix_tf.evaluation.stage import eval_config_hash
+from latmix_tf.runner import classifier_config_hash
 from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
 from experiments import baselines, erm, latent_ablations, latent_mixup
@@ -150,7 +153,11 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   plan = [(s, m, name, distribute.worker_dir(run_workdir(root, name, cfg.scale, s),
                                              ctx.strategy if in_process else None))
           for s, m, name in plan]
-  ready = [{"classifier", "evaluation"} <= finished_records(p[3]).keys() for p in plan]
+  # Read back only what is done under the member's current recipe (`finished_member`).
+  recipes = [MEMBERS[name].get_config(scale=cfg.scale, seed=seed, data_dir=cfg.data_dir)
+             for seed, _, name, _ in plan]
+  ready = [finished_member(p[3], classifier_config_hash(r), eval_config_hash(r.eval))
+           for p, r in zip(plan, recipes)]
   order = sorted(range(len(plan)), key=lambda k: not ready[k])  # stable
   number = {k: i for i, k in enumerate(order, 1)}  # the order members start in
 

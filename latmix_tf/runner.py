@@ -88,9 +88,13 @@ def run_key(cfg: ExperimentConfig, fingerprint: str,
   `data.data_dir` is left out (the same bytes from Debian's copy, a `--data_dir` folder or
   tfds give the same fingerprint), and so is `eval`: evaluation is a stage of its own.
   """
-  return stages.stage_key(
-      config=config_hash(cfg, exclude=("description", "data.data_dir", "eval")),
-      data=fingerprint, upstream=dict(upstream or {}))
+  return stages.stage_key(config=classifier_config_hash(cfg), data=fingerprint,
+                          upstream=dict(upstream or {}))
+
+
+def classifier_config_hash(cfg: ExperimentConfig) -> str:
+  """The `config` entry of the classifier stage's key (see `run_key`)."""
+  return config_hash(cfg, exclude=("description", "data.data_dir", "eval"))
 
 
 def classifier_stage(cfg: ExperimentConfig, method: Method, splits: Splits, directory: str,

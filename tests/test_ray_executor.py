@@ -16,7 +16,10 @@ that no Ray process outlived its test.
 import csv
 import dataclasses
 import glob
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +32,7 @@ import experiments
 from experiments import compare
 from experiments.common import RunContext
 from latmix_tf import cli, cli_checks, export, stages, workdir_lock
+from latmix_tf.config import config_hash
 from latmix_tf.comparison import executors
 from latmix_tf.comparison.executors import ExecutorConfig
 
@@ -172,6 +176,33 @@ def test_killed_worker_is_retried_resumes_and_a_rerun_skips_everything(
   out = _compare(str(tmp_path), tiny_data_dir,
                  ExecutorConfig("ray", num_cpus=2, object_store_bytes=STORE), log=logs.append)
   assert "\n".join(logs).count(": classifier cached, evaluation cached (") == 4
+  assert _csv(out) == reference["csv"]
+
+
+def test_a_member_finished_under_another_recipe_goes_to_the_executor(reference, tiny_data_dir,
+                                                                    tmp_path):
+  """The driver reads back only members finished under their current recipe. One whose
+  records hold another config is trained again on Ray, like any unfinished member, not in
+  the driver (where it would hold up the members queued behind it)."""
+  for part in ("runs", "sm"):  # the finished members, their records naming the copies
+    shutil.copytree(os.path.join(reference["root"], part), tmp_path / part)
+  for path in glob.glob(str(tmp_path / "runs" / "**" / stages.RECORD_FILE), recursive=True):
+    with open(path) as f:
+      text = f.read().replace(reference["root"], str(tmp_path))
+    with open(path, "w") as f:
+      f.write(text)
+  folder = tmp_path / "runs" / "mixup_fmnist" / "smoke" / "seed_1" / "classifier"
+  record = json.loads((folder / stages.RECORD_FILE).read_text())
+  record["key"]["config"] = "0" * 16  # as if the recipe had changed since the member ran
+  record["key_hash"] = config_hash(record["key"])
+  (folder / stages.RECORD_FILE).write_text(json.dumps(record))
+  logs = []
+  out = _compare(str(tmp_path), tiny_data_dir,
+                 ExecutorConfig("ray", num_cpus=2, object_store_bytes=STORE), log=logs.append)
+  text = "\n".join(logs)
+  assert text.count(": classifier cached, evaluation cached (") == 3  # read back here
+  assert "ray: 1 members, " in text
+  assert re.search(r"mixup seed 1: classifier built, evaluation \w+ \(\d+s on [^ ]+:", text)
   assert _csv(out) == reference["csv"]
 
 

@@ -55,6 +55,7 @@ LONG = {
     "pgd_at,gat,latent_mixup,latent_mixup_vae,latent_mixup_dcgan_plain",
     "python main.py --experiment=compare_fmnist --scale=quick",
     "python benchmarks/trades_start.py",
+    "python benchmarks/on_manifold_start.py",
     "python main.py --experiment=ablation_fmnist --scale=quick",
     "python main.py --experiment=compare_fmnist --methods=erm,mixup,manifold_mixup,fgsm_at,"
     "pgd_at,gat --seeds=0",

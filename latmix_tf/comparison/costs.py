@@ -29,6 +29,26 @@ def finished_records(workdir: str) -> Dict[str, Dict[str, Any]]:
   return {n: r for n, r in records.items() if r and r.get("state") == "done"}
 
 
+def finished_member(workdir: str, classifier_config: str, eval_config: str) -> bool:
+  """Whether the member in `workdir` has its classifier and evaluation done under the
+  recipe whose stage keys hold these config hashes (`runner.classifier_config_hash`,
+  `evaluation.stage.eval_config_hash`), its evaluation scoring that classifier's SavedModel.
+
+  A comparison reads such members back in its driver and hands every other one to its
+  executor. Records of another config (a recipe changed since the member ran) make a member
+  unfinished: read back in the driver, it would be trained again there, one at a time, while
+  the executor waited. The data fingerprint is not checked (that needs the data): a member
+  on other data is retrained where it runs."""
+  done = finished_records(workdir)
+  clf, ev = done.get("classifier"), done.get("evaluation")
+  if not clf or not ev:
+    return False
+  saved_model = (clf.get("outputs") or {}).get("saved_model")
+  return (clf["key"].get("config") == classifier_config
+          and ev["key"].get("config") == eval_config
+          and (ev["key"].get("upstream") or {}).get("saved_model") == saved_model)
+
+
 def generative_seconds(workdir: str) -> float:
   """Recorded work of a latent-mixup member's generator, encoder and bank (0 if none),
   adopted stages included: the cost of the recipe, however this run got them."""

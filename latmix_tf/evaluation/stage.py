@@ -41,7 +41,7 @@ from latmix_tf.jsonio import read_json
 # What the whole suite promises every report (`Evaluator.required`).
 REQUIRED_METRICS = evaluators.required_metrics(EvalConfig().evaluators)
 
-def _eval_hash(cfg: EvalConfig) -> str:
+def eval_config_hash(cfg: EvalConfig) -> str:
   """The config's hash; the whole suite in its standard order (the default `evaluators`)
   hashes as the measurement settings alone, so choosing it by name or by default is one key."""
   whole = cfg.evaluators == EvalConfig().evaluators
@@ -55,7 +55,7 @@ def evaluation_key(export_dir: str, cfg: EvalConfig, x_test: np.ndarray, y_test:
   data = {"test": array_fingerprint(x_test, y_test)}
   if x_val is not None:
     data["val"] = array_fingerprint(x_val, y_val)
-  return stages.stage_key(config=_eval_hash(cfg), data=data,
+  return stages.stage_key(config=eval_config_hash(cfg), data=data,
                           upstream={"saved_model": export.saved_model_fingerprint(export_dir)})
 
 
