@@ -39,7 +39,7 @@ from latmix_tf import distribute
 from latmix_tf.cli_checks import check_choices, parse_seeds
 from latmix_tf.comparison import label, publish_summary, write_comparison_report
 from latmix_tf.comparison.costs import (finished_member, generative_seconds, member_cost,
-                                        remaining_seconds)
+                                        remaining_seconds, start_order)
 from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
 from latmix_tf.comparison.goal import RobustGoal
 from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol
@@ -144,10 +144,11 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   costs = []  # one row per finished member, for the report's "Cost per member"
   grid = None
   reports: Dict[str, Dict] = {}  # reference -> its report, rewritten as members finish
-  # Seed-major, so a partial run already holds a full comparison at seed 0 - but members
-  # finished earlier come first: a resumed run reports (and publishes) everything already
-  # done before it trains anything, and never replaces a published summary by a poorer one.
-  # Finished members are read back in this process; the others go to the executor.
+  # Seed-major (longest first within a seed: `start_order`), so a partial run already holds
+  # a full comparison at seed 0 - but members finished earlier come first: a resumed run
+  # reports (and publishes) everything already done before it trains anything, and never
+  # replaces a published summary by a poorer one. Finished members are read back in this
+  # process; the others go to the executor.
   in_process = executor.name == "sequential"
   plan = [(s, m, MEMBERS[f"{m}_{cfg.dataset_key}"].name) for s in seeds for m in methods]
   plan = [(s, m, name, distribute.worker_dir(run_workdir(root, name, cfg.scale, s),
@@ -158,7 +159,8 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
              for seed, _, name, _ in plan]
   ready = [finished_member(p[3], classifier_config_hash(r), eval_config_hash(r.eval))
            for p, r in zip(plan, recipes)]
-  order = sorted(range(len(plan)), key=lambda k: not ready[k])  # stable
+  order = start_order([(p[0], p[1]) for p in plan], ready,
+                      [dict(member_cost(p[3]), method=p[1]) for p, r in zip(plan, ready) if r])
   number = {k: i for i, k in enumerate(order, 1)}  # the order members start in
 
   def job(k: int) -> MemberJob:

@@ -278,6 +278,12 @@ def test_member_layout_and_recorded_stage_times(tmp_path):
   done = [dict(cost, method="erm", seconds=100.0), dict(cost, method="erm", seconds=200.0),
           dict(cost, method="mixup", seconds=600.0)]
   assert costs.remaining_seconds(done, ["erm", "mixup", "gat"]) == 150.0 + 600.0 + 300.0
+  # Start order: finished members first (plan order), then seed by seed, longest first by the
+  # method's mean recorded cost, methods without one (gat) before any with one.
+  members = [(0, "erm"), (0, "mixup"), (0, "gat"), (1, "erm"), (1, "mixup"), (1, "gat")]
+  assert costs.start_order(members, [False, True, False, False, False, False], done) == [
+      1, 2, 0, 5, 4, 3]
+  assert costs.start_order(members, [False] * 6, []) == [0, 1, 2, 3, 4, 5]  # nothing known
   # Per method: each seed's member wall in minutes, the mean split, the CPU models once each.
   fast = dict(cost, seconds=60.0, generative_seconds=30.0, classifier_seconds=24.0,
               evaluation_seconds=6.0, cpu="Other CPU")
@@ -332,13 +338,17 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   assert "[1/4] erm seed 0: classifier cached" in text
   assert "[2/4] mixup seed 0: classifier cached" in text
   assert text.index("report against erm after 2 of 4 members") < text.index("[3/4]")
-  assert "[3/4] erm seed 1: classifier built" in text
-  assert "[4/4] mixup seed 1: classifier built" in text
+  # Within seed 1, the method whose seed-0 member cost more starts first (`start_order`).
+  cost = {m: costs.member_cost(str(root / f"{m}_fmnist" / "smoke" / "seed_0"))["seconds"]
+          for m in ("erm", "mixup")}
+  first, second = sorted(cost, key=lambda m: -cost[m])
+  assert f"[3/4] {first} seed 1: classifier built" in text
+  assert f"[4/4] {second} seed 1: classifier built" in text
   assert "after 1 of 4 members" not in text  # no report while finished ones are read back
   # What is left, from the recorded cost of what finished, before each member to be built.
   assert text.index("[2/4] mixup seed 0: classifier cached") < text.index(
       "compare_fmnist: 2 members left, ~") < text.index("[3/4]")
-  assert text.index("compare_fmnist: 1 member left, ~") > text.index("[3/4] erm seed 1")
+  assert text.index("compare_fmnist: 1 member left, ~") > text.index(f"[3/4] {first} seed 1")
   assert os.path.isdir(root / "mixup_fmnist" / "smoke" / "seed_1")
   with open(out["results_csv"]) as f:
     rows = list(csv.DictReader(f))

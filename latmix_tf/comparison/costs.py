@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from latmix_tf import stages
 from latmix_tf.comparison.metrics import label
@@ -91,6 +91,16 @@ def member_cost(workdir: str) -> Dict[str, Any]:
           "adopted": sorted(set(done) - set(own))}
 
 
+def method_seconds(costs: Sequence[Mapping[str, Any]]) -> Dict[str, List[float]]:
+  """{method: recorded seconds of each of its finished members}, members without a recorded
+  cost left out."""
+  seconds: Dict[str, List[float]] = {}
+  for c in costs:
+    if c.get("seconds", 0) > 0:
+      seconds.setdefault(c["method"], []).append(float(c["seconds"]))
+  return seconds
+
+
 def remaining_seconds(costs: Sequence[Mapping[str, Any]], pending: Sequence[str]
                       ) -> Optional[float]:
   """Estimated member work still to do: each pending member (a method name) at the mean
@@ -99,15 +109,36 @@ def remaining_seconds(costs: Sequence[Mapping[str, Any]], pending: Sequence[str]
 
   Why: a full comparison runs for many hours over several sessions; the recorded costs of
   what finished (on this machine, under this load) are the best guide to what is left."""
-  seconds: Dict[str, List[float]] = {}
-  for c in costs:
-    if c.get("seconds", 0) > 0:
-      seconds.setdefault(c["method"], []).append(float(c["seconds"]))
+  seconds = method_seconds(costs)
   if not seconds:
     return None
   every = [v for vs in seconds.values() for v in vs]
-  mean = lambda vs: sum(vs) / len(vs)  # noqa: E731
-  return float(sum(mean(seconds.get(m, every)) for m in pending))
+  return float(sum(_mean(seconds.get(m, every)) for m in pending))
+
+
+def start_order(members: Sequence[Tuple[int, str]], finished: Sequence[bool],
+                costs: Sequence[Mapping[str, Any]]) -> List[int]:
+  """The order in which a comparison starts its members, as indices into `members`
+  ((seed, method) pairs in plan order).
+
+  Finished members come first, in plan order (they are only read back). The others go seed
+  by seed, so that a partial run holds a full comparison at its first seeds; within a seed
+  the longest go first, by their method's mean recorded cost in `costs`, and methods with
+  none before them. Why longest first: with several members at once, a long member started
+  last runs alone while the others' slots stay idle (a TRADES member costs several ERM
+  members); started first, it overlaps the short ones."""
+  seconds = {m: _mean(vs) for m, vs in method_seconds(costs).items()}
+
+  def key(k: int):
+    seed, method = members[k]
+    if finished[k]:
+      return (0, 0, 0.0)
+    return (1, seed, -seconds.get(method, math.inf))
+  return sorted(range(len(members)), key=key)
+
+
+def _mean(values: Sequence[float]) -> float:
+  return sum(values) / len(values)
 
 
 def _s(v: float) -> str:
