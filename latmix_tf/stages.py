@@ -38,15 +38,8 @@ folder per key in the data folder's shared cache (`evaluation.corruptions.benchm
 A directory with files but no readable record (an old layout, or unknown contents) counts
 as "another key": it is never reused silently.
 
-Sharing between runs (`Stage.index`): an ablation that changes only the mixing keeps the
-generator and bank of the default recipe, so their stage keys are equal - training them again
-per ablation would waste minutes per member for a bit-identical result. A stage given an index
-folder (the CLI's `<--workdir>/.stage_index`) writes `<index>/<name>-<key_hash>.json` naming
-its folder once it is done; another run whose stage has the same key and nothing of its own
-copies that folder (under the donor's lock, into a temporary name, then renamed) and loads it
-like any cached result - `status` "cached" with `"adopted_from"` set; `seconds` stays the
-donor's cost of the work. The copy keeps every run folder self-contained (deleting one
-experiment never breaks another). `rebuild` never adopts.
+Sharing between runs (`Stage.index`): a run adopts a finished stage of equal key from another
+run's folder instead of building it (`latmix_tf.stage_index`).
 
 Concurrency: the chief holds the stage folder's lock (`latmix_tf.workdir_lock`; or that of
 the folder `Stage.lock` names) while it decides and builds, so two runs never write the same
@@ -67,11 +60,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from latmix_tf import hardware, stage_clock, workdir_lock
+from latmix_tf import hardware, stage_clock, stage_index, workdir_lock
 from latmix_tf.config import config_hash
 from latmix_tf.jsonio import read_json, write_json_atomic
 
@@ -199,42 +191,6 @@ def _move_aside(directory: str, why: str, log: Callable[[str], None]) -> None:
   log(f"{os.path.basename(directory)}: {why}; moved to {stale}")
 
 
-def _index_entry(stage: Stage) -> str:
-  return os.path.join(stage.index, f"{stage.name}-{stage.key_hash}.json")
-
-
-def _remember(stage: Stage) -> None:
-  """Names this finished stage's folder in the index (chief only)."""
-  if stage.index:
-    os.makedirs(stage.index, exist_ok=True)
-    write_json_atomic(_index_entry(stage), {"directory": os.path.abspath(stage.directory)})
-
-
-def _adopt(stage: Stage, log: Callable[[str], None]) -> Optional[Dict[str, Any]]:
-  """Copies the finished stage of the same key the index names (None: nothing to adopt)."""
-  entry = read_json(_index_entry(stage)) if stage.index else None
-  donor = entry.get("directory") if isinstance(entry, dict) else None
-  if (not isinstance(donor, str) or not os.path.isdir(donor)
-      or os.path.abspath(donor) == os.path.abspath(stage.directory)):
-    return None
-  tmp = f"{os.path.abspath(stage.directory)}.adopting-{os.getpid()}"
-  try:
-    with workdir_lock.hold(donor):  # nobody rebuilds or resumes the donor while we copy
-      record = read_record(donor)
-      if not record or record.get("key_hash") != stage.key_hash or record.get(
-          "state") != "done":
-        return None
-      shutil.rmtree(tmp, ignore_errors=True)
-      shutil.copytree(donor, tmp)
-  except (workdir_lock.WorkdirLockedError, OSError) as e:
-    log(f"{stage.name}: not adopting {donor} ({e}); building it here")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return None
-  os.replace(tmp, stage.directory)
-  log(f"{stage.name}: adopted the finished stage of the same key from {donor}")
-  return dict(record, adopted_from=os.path.abspath(donor))
-
-
 def _decide(stage: Stage, load: Callable[[Dict], Any], rebuild: bool,
             log: Callable[[str], None]) -> Tuple[Optional[Dict], Any, bool]:
   """Chief side: (cached record or None, loaded value, resume?)."""
@@ -246,7 +202,7 @@ def _decide(stage: Stage, load: Callable[[Dict], Any], rebuild: bool,
              if record is None else f"it holds another key ({record.get('key_hash')}, now "
              f"{stage.key_hash})")
       _move_aside(stage.directory, why, log)
-    record = None if rebuild else _adopt(stage, log)
+    record = None if rebuild else stage_index.adopt(stage, read_record, log)
     if record is None:
       return None, None, False
     try:
@@ -307,7 +263,7 @@ def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> Sta
     if chief:
       _write(stage, record)
       if "adopted_from" not in record:  # the index names the folders where work was done
-        _remember(stage)
+        stage_index.remember(stage)
       log(f"{stage.name}: cached ({stage.directory}, key {stage.key_hash})")
     if multi:
       value = (share or (lambda v, r: v if v is not None else r.get("outputs")))(value, record)
@@ -329,7 +285,7 @@ def _run_locked(stage, build, load, share, rebuild, log, strategy, chief) -> Sta
   record.update(state="done", outputs=outputs)
   if chief:
     _write(stage, record)
-    _remember(stage)
+    stage_index.remember(stage)
   if multi:  # every worker returns the chief's record (its outputs: the exported files)
     record = distribute.broadcast_json(strategy, record if chief else None)
   return StageResult(record, value)
