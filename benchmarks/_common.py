@@ -124,6 +124,13 @@ def write_json(path: str, payload) -> None:
     json.dump(payload, f, indent=2)
 
 
+def write_results(name: str, record, markdown_text: str) -> None:
+  """benchmarks/results/<name>.json (the raw record) and <name>.md (its table)."""
+  write_json(os.path.join(RESULTS, f"{name}.json"), record)
+  with open(os.path.join(RESULTS, f"{name}.md"), "w", encoding="utf-8") as f:
+    f.write(markdown_text)
+
+
 def test_images(dataset: str, data_dir, n: int):
   """The first `n` test images as float32 in [0, 1] and their int32 labels (the benchmarks
   that compare attacks with reference libraries all score the same prefix)."""

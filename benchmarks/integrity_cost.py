@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from _common import RESULTS, machine, write_json  # pylint: disable=import-error
+from _common import machine, write_results  # pylint: disable=import-error
 
 from latmix_tf.data import integrity, sources  # pylint: disable=wrong-import-order
 
@@ -64,7 +64,6 @@ def main(argv=None):
     npy_s = best(hash_file, args.rounds)
   record = {"machine": machine(), "rounds": args.rounds, "datasets": rows,
             "corrupted_npy": {"mb": size, "sha256_s": npy_s}}
-  write_json(os.path.join(RESULTS, "integrity_cost.json"), record)
   m = record["machine"]
   lines = ["# Data integrity: what hashing by the bytes costs", "",
            f"`python benchmarks/integrity_cost.py`, best of {args.rounds}. CPU: "
@@ -78,8 +77,7 @@ def main(argv=None):
   lines += ["", "| corrupted-set file | size | SHA-256 |", "|---|---|---|",
             f"| 150 000 28×28 uint8 images (`.npy`, the size of the 15 MNIST-C sets) | "
             f"{size:.0f} MB | {npy_s:.3f} s |"]
-  with open(os.path.join(RESULTS, "integrity_cost.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  write_results("integrity_cost", record, "\n".join(lines) + "\n")
   print("\n".join(lines))
 
 

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import shutil
 import tempfile
 import time
 
 import _common  # pylint: disable=unused-import  (puts the repository on sys.path)
-from _common import RESULTS, machine
+from _common import machine, write_results
 
 import keras  # pylint: disable=wrong-import-order
 
@@ -109,10 +107,7 @@ def main():
     result["variants"].append(row)
   text = markdown(result)
   print(text)
-  with open(os.path.join(RESULTS, "on_manifold_start.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(RESULTS, "on_manifold_start.md"), "w") as f:
-    f.write(text)
+  write_results("on_manifold_start", result, text)
 
 
 if __name__ == "__main__":

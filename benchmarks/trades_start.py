@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import time
 
 import _common  # pylint: disable=unused-import  (puts the repository on sys.path)
-from _common import RESULTS, machine
+from _common import machine, write_results
 
 import numpy as np  # pylint: disable=wrong-import-order
 import tensorflow as tf  # pylint: disable=wrong-import-order
@@ -141,10 +139,7 @@ def main():
         "wall_s": time.perf_counter() - t0}
   text = markdown(result)
   print(text)
-  with open(os.path.join(RESULTS, "trades_start.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(RESULTS, "trades_start.md"), "w") as f:
-    f.write(text)
+  write_results("trades_start", result, text)
 
 
 if __name__ == "__main__":
