@@ -79,15 +79,26 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
     return None
   snapshot = [np.array(v.numpy()) for v in variables]
   for path in candidates:
-    try:
-      checkpoint.restore(path).assert_existing_objects_matched()
+    if restore_one(checkpoint, path, log, then="trying an older one"):
       return path
-    except Exception as e:  # pylint: disable=broad-except
-      # A damaged file fails in many ways (tf.errors.DataLossError, IndexError "read less
-      # bytes", protobuf DecodeError, AssertionError on missing objects): all mean "unusable".
-      log(f"checkpoint {path} is unreadable or incomplete ({type(e).__name__}: "
-          f"{str(e).splitlines()[0][:160] if str(e) else ''}); trying an older one")
   for v, value in zip(variables, snapshot):
     v.assign(value)
   log(f"no readable checkpoint in {manager.directory}; starting this stage from scratch")
   return None
+
+
+def restore_one(checkpoint: tf.train.Checkpoint, path: str,
+                log: Callable[[str], None] = print, then: str = "") -> bool:
+  """Restores `path` into `checkpoint`; False (and one log line) if it is damaged.
+
+  A failed restore may have assigned some variables: the caller resets them (see
+  `restore_latest`) or restores another checkpoint over them."""
+  try:
+    checkpoint.restore(path).assert_existing_objects_matched()
+    return True
+  except Exception as e:  # pylint: disable=broad-except
+    # A damaged file fails in many ways (tf.errors.DataLossError, IndexError "read less
+    # bytes", protobuf DecodeError, AssertionError on missing objects): all mean "unusable".
+    log(f"checkpoint {path} is unreadable or incomplete ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:160] if str(e) else ''}){'; ' + then if then else ''}")
+    return False

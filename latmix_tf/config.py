@@ -67,6 +67,9 @@ class TrainConfig:
   steps_per_epoch: Optional[int] = None
   deterministic: bool = False
   keep_checkpoints: int = 2
+  # Seconds between mid-epoch checkpoints (None: after each epoch only). It changes no
+  # weight, so the classifier's stage key leaves it out (runner.classifier_config_hash).
+  checkpoint_every_s: Optional[float] = 300.0
 
 
 @dataclasses.dataclass(frozen=True)

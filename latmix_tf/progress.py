@@ -69,17 +69,19 @@ class Bar:
 
   def __init__(self, total: Optional[int], desc: str, log: Callable[[str], None],
                stream: TextIO, tty: bool, interval_s: float, width: int = 30,
-               final_line: bool = True):
+               final_line: bool = True, start: int = 0):
     self.total, self.desc, self._log, self._stream = total, desc, log, stream
     self._final = final_line
     self._tty, self._interval, self._width = tty, interval_s, width
-    self.done, self.metrics = 0, {}
+    # `start`: steps already done before this process (a resumed epoch); the rate counts
+    # only the steps seen here.
+    self.done, self._start_done, self.metrics = start, start, {}
     self._start = self._last = time.monotonic()
     self._logged_at = -1
 
   def _text(self) -> str:
     elapsed = time.monotonic() - self._start
-    rate = self.done / elapsed if elapsed > 0 else 0.0
+    rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
     parts = [f"{self.desc}:"]
     if self.total:
       frac = min(1.0, self.done / self.total)
@@ -124,7 +126,7 @@ class Bar:
 @contextlib.contextmanager
 def bar(total: Optional[int], desc: str, log: Optional[Callable[[str], None]] = None,
         stream: Optional[TextIO] = None, interval_s: float = 10.0,
-        tty: Optional[bool] = None, final_line: bool = True) -> Iterator[Bar]:
+        tty: Optional[bool] = None, final_line: bool = True, start: int = 0) -> Iterator[Bar]:
   """A progress bar for a loop of `total` steps (None: unknown).
 
   Args:
@@ -136,12 +138,14 @@ def bar(total: Optional[int], desc: str, log: Optional[Callable[[str], None]] = 
     tty: force the mode; default `stream.isatty()`.
     final_line: when not a TTY, log the final state even if no interim line was due (off
       for loops whose caller logs its own summary line, e.g. each epoch).
+    start: steps done before (an epoch resumed mid-way starts its bar there).
   Yields:
     The `Bar`; call `.update(n, **metrics)`.
   """
   stream = stream or sys.stdout
   is_tty = tty if tty is not None else bool(getattr(stream, "isatty", lambda: False)())
-  b = Bar(total, desc, log or log_sink(), stream, is_tty, interval_s, final_line=final_line)
+  b = Bar(total, desc, log or log_sink(), stream, is_tty, interval_s, final_line=final_line,
+          start=start)
   try:
     yield b
   finally:

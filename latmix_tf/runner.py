@@ -94,7 +94,8 @@ def run_key(cfg: ExperimentConfig, fingerprint: str,
 
 def classifier_config_hash(cfg: ExperimentConfig) -> str:
   """The `config` entry of the classifier stage's key (see `run_key`)."""
-  return config_hash(cfg, exclude=("description", "data.data_dir", "eval"))
+  return config_hash(cfg, exclude=("description", "data.data_dir", "eval",
+                                    "train.checkpoint_every_s"))
 
 
 def classifier_stage(cfg: ExperimentConfig, method: Method, splits: Splits, directory: str,

@@ -65,6 +65,47 @@ def test_kill_and_resume_matches_uninterrupted(tiny_data_dir, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("damaged", [False, True])
+def test_kill_mid_epoch_resumes_at_the_step_it_reached(tiny_data_dir, tmp_path, damaged):
+  """A kill inside an epoch loses at most `checkpoint_every_s` of work (here: every step
+  is saved), and the resumed run ends with the uninterrupted run's weights and records. A
+  damaged mid-epoch checkpoint is not trusted: the epoch is redone from its start."""
+  cfg, splits = _splits(tiny_data_dir)
+  tcfg = TrainConfig(epochs=2, steps_per_epoch=4, checkpoint_every_s=0.0)
+  reference = _model()
+  expected = train(reference, ERM(), splits, cfg, tcfg, str(tmp_path / "ref"), seed=5,
+                   log=lambda s: None)
+  run_dir = tmp_path / "run"
+  trainer = Trainer(_model(), ERM(), splits, cfg, tcfg, str(run_dir), 5, log=lambda s: None)
+  advance = trainer.loop.advance
+
+  def advance_then_die(n=1, **kwargs):  # fault injection: the kill after step 3 of epoch 2
+    advance(n, **kwargs)
+    if int(trainer.loop.epoch.numpy()) == 1 and trainer.loop.step_in_epoch.numpy() == 3:
+      raise _Killed()
+
+  trainer.loop.advance = advance_then_die
+  with pytest.raises(_Killed):
+    trainer.fit()
+  if damaged:
+    for data in (run_dir / "partial").glob("*.data-*"):
+      data.write_bytes(data.read_bytes()[:40])
+  resumed, lines = _model(seed=123), []
+  history = train(resumed, ERM(), splits, cfg, tcfg, str(run_dir), seed=5, log=lines.append)
+  resumed_at = [l for l in lines if "resumed from" in l]
+  if damaged:
+    assert any("redoing this epoch from its start" in l for l in lines)
+    assert resumed_at and "step" not in resumed_at[0]
+  else:
+    assert resumed_at and "step 3 of epoch 2" in resumed_at[0]
+  for a, b in zip(reference.get_weights(), resumed.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for key in ("train/loss", "train/accuracy", "val/accuracy"):
+    np.testing.assert_allclose([h[key] for h in history], [h[key] for h in expected],
+                               rtol=1e-5)
+  assert not (run_dir / "partial").exists()  # removed once the epoch's checkpoint is written
+
+
 def test_finished_run_resumes_to_nothing(tiny_data_dir, tmp_path):
   cfg, splits = _splits(tiny_data_dir)
   tcfg = TrainConfig(epochs=1, steps_per_epoch=1)

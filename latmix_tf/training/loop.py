@@ -91,7 +91,7 @@ class Trainer:
     self.loop = EpochLoop(workdir, dict(model=model, optimizer=self.optimizer,
                                         **method.checkpoint_items()),
                           train_cfg.epochs, self.strategy, log, keep=train_cfg.keep_checkpoints,
-                          steps=self.steps)
+                          steps=self.steps, partial_every_s=train_cfg.checkpoint_every_s)
     self._train = Steps(self.strategy, self._replica_train_step)
     self._eval = Steps(self.strategy, self._replica_eval_step)
     self._train_step = lambda x, y: self._train.one((x, y))
@@ -140,27 +140,39 @@ class Trainer:
   def distribute_dataset(self, ds: tf.data.Dataset):
     return distribute_dataset(self.strategy, ds)
 
-  def _run(self, ds, step_fn, advance=None) -> Dict[str, float]:
-    totals: Dict[str, float] = {}
+  def _run(self, ds, step_fn, advance=None, totals=None, seconds=0.0) -> Dict[str, float]:
+    """Means of `step_fn`'s metrics over `ds`, and "seconds" it took.
+
+    `totals`/`seconds`: the sums and time of the steps done before a mid-epoch resume. With
+    `advance`, each step hands the loop the running sums, the state a mid-epoch checkpoint
+    keeps."""
+    totals = dict(totals or {})
+    t0 = time.time() - seconds
     for x, y in self.distribute_dataset(ds):
       for k, v in step_fn(x, y).items():
         totals[k] = totals.get(k, 0.0) + float(v)
       if advance is not None:
-        advance(1, loss=totals["loss"] / max(totals.get("count", 1.0), 1.0))
+        advance(1, state={"totals": totals, "seconds": time.time() - t0},
+                loss=totals["loss"] / max(totals.get("count", 1.0), 1.0))
     count = max(totals.pop("count", 1.0), 1.0)
-    return {k: v / count for k, v in totals.items()}
+    return {**{k: v / count for k, v in totals.items()}, "seconds": time.time() - t0}
 
   def evaluate(self, x, y) -> Dict[str, float]:
     ds = eval_dataset(x, y, self.splits.num_classes, batch_size=self.global_batch)
-    return self._run(ds, self._eval_step)
+    means = self._run(ds, self._eval_step)
+    means.pop("seconds")
+    return means
 
   def run_epoch(self, epoch: int) -> Dict[str, float]:
     """Trains epoch `epoch` (batches fixed by (seed, epoch)) and scores the validation split."""
-    t0 = time.time()
+    done, state = self.loop.resume_point()
     ds = train_dataset(self.splits, self.data_cfg, self.seed, epoch, self.steps)
-    ds = self.method.transform_dataset(ds, epoch, self.seed)
-    train = self._run(ds, self._train_step, self.loop.advance)
-    seconds = time.time() - t0
+    # Skipped at the end of the pipeline, so every transform still sees the epoch's batches
+    # in order (a resumed epoch continues with exactly the batches it would have had).
+    ds = self.method.transform_dataset(ds, epoch, self.seed).skip(done)
+    train = self._run(ds, self._train_step, self.loop.advance, state.get("totals"),
+                      state.get("seconds", 0.0))
+    seconds = train.pop("seconds")
     val = self.evaluate(self.splits.x_val, self.splits.y_val)
     return {"epoch_seconds": seconds, **{f"train/{k}": v for k, v in train.items()},
             **{f"val/{k}": v for k, v in val.items()}}
