@@ -42,11 +42,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from _common import write_json, write_results  # pylint: disable=wrong-import-position
 from latmix_tf import hardware  # pylint: disable=wrong-import-position
 from latmix_tf.comparison import costs  # pylint: disable=wrong-import-position
 
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
 METHODS, SEEDS, AT_ONCE, TARGET = "erm,mixup", "0,1", 2, 1.25
 
 
@@ -185,13 +184,9 @@ def main():
   text = markdown(result)
   print(text)
   if args.scale == "quick":
-    with open(os.path.join(RESULTS, "compare_throughput.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    with open(os.path.join(RESULTS, "compare_throughput.md"), "w") as f:
-      f.write(text)
+    write_results("compare_throughput", result, text)
   elif args.workdir:
-    with open(os.path.join(base, "throughput.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    write_json(os.path.join(base, "throughput.json"), result)
   return 0 if result["identical"] else 1
 
 

@@ -196,7 +196,10 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     left = remaining_seconds(costs, pending)
     next_ready = done < len(plan) and ready[order[done]]
     if pending and left is not None and not next_ready:
-      ctx.log(_progress_line(cfg.name, pending, left, done, member, in_process))
+      # After the last member read back, the executor has not started yet: its own line
+      # says how many run at once, so this one gives only the work left.
+      ctx.log(_progress_line(cfg.name, pending, left, done, member,
+                             in_process or done <= sum(ready)))
     if grid is None and "latent_mixed_grid" in figures:
       grid = os.path.join(workdir, figures["latent_mixed_grid"])
       grid = grid if os.path.isfile(grid) else None
@@ -223,13 +226,13 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
           "nodes": nodes}
 
 
-def _progress_line(name: str, pending, left: float, done: int, member, in_process: bool) -> str:
-  """What is left, from the recorded cost of the finished members; with several members at
-  once, also how many run and wait, and the projected wall hours."""
+def _progress_line(name: str, pending, left: float, done: int, member, work_only: bool) -> str:
+  """What is left, from the recorded cost of the finished members; unless `work_only`,
+  also how many members run and wait, and the projected wall hours."""
   line = (f"{name}: {len(pending)} member{'s' * (len(pending) > 1)} left, "
           f"~{left / 3600:.1f} h of member work at the recorded cost of the finished ones "
           f"(their method's mean where one finished, else the mean of all)")
-  if in_process:
+  if work_only:
     return line
   return (f"{line}; {member.queued} queued, {member.running} running, {done} done: "
           f"~{left / member.at_once / 3600:.1f} h left at {member.at_once} at once")
