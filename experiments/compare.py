@@ -37,7 +37,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from latmix_tf import distribute
 from latmix_tf.cli_checks import check_choices, parse_seeds
-from latmix_tf.comparison import label, publish_summary, write_comparison_report
+from latmix_tf.comparison import diagnostics, label, publish_summary, write_comparison_report
 from latmix_tf.comparison.costs import (finished_member, generative_seconds, member_cost,
                                         remaining_seconds, start_order)
 from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
@@ -162,6 +162,10 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   order = start_order([(p[0], p[1]) for p in plan], ready,
                       [dict(member_cost(p[3]), method=p[1]) for p, r in zip(plan, ready) if r])
   number = {k: i for i, k in enumerate(order, 1)}  # the order members start in
+  # Corruption scores of a model that answers one class (the report names such collapses).
+  samples = {r.eval.corruption_samples for r in recipes}
+  shares = (diagnostics.corruption_class_shares(dataset, cfg.data_dir, samples.pop(), ctx.log)
+            if len(samples) == 1 else None)
 
   def job(k: int) -> MemberJob:
     seed, method, name, workdir = plan[k]
@@ -213,7 +217,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     for i, reference in enumerate(present):
       out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
       reports[reference] = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
-                                         out_dir, rows)
+                                         out_dir, rows, shares)
       ctx.log(f"{cfg.name}: report against {reference} after {done} of {len(plan)} members -> "
               f"{reports[reference]['markdown']}")
     if ctx.results_root and cfg.scale != "smoke":
@@ -245,7 +249,8 @@ def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:
   return f"{cfg.name}_{cfg.scale}" + (f"_vs_{reference}" if reference else "")
 
 
-def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir, costs) -> Dict:
+def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir, costs,
+                  class_shares) -> Dict:
   notes = [f"Member runs: {root}/<method>_{cfg.dataset_key}/{cfg.scale}/seed_<s>; SavedModels "
            f"under {ctx.export_root}.",
            f"Headline FGSM / PGD columns at ε={eps:.4g}, the budget FGSM-AT, PGD-AT and GAT "
@@ -263,7 +268,7 @@ def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir, co
       f"(requested seeds: {', '.join(map(str, seeds))}; the tables hold the runs finished so "
       f"far) and evaluated on its exported SavedModel.",
       reference=reference, robust_eps=eps, sample_grid=grid, notes=notes, member_costs=costs,
-      protocol=cfg.protocol)
+      protocol=cfg.protocol, class_shares=class_shares)
 
 
 def _make(dataset_key: str) -> Experiment:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from latmix_tf import comparison, hardware, stages, stats
@@ -376,6 +377,13 @@ def test_compare_fmnist_smoke_shares_members_and_resumes(tiny_data_dir, tmp_path
   assert "[1/1] mixup seed 0: classifier cached, evaluation cached" in "\n".join(logs)
   md = open(out["report"]).read()
   assert "ERM was not run" in md and "mixup" in md.split("## At a glance")[1]
+  # The corruption section says what a one-class model scores on the images it scored.
+  from latmix_tf.data import load_dataset  # pylint: disable=import-outside-toplevel
+  scored = erm.get_config(scale="smoke", seed=0, data_dir=tiny_data_dir).eval.corruption_samples
+  y = load_dataset("fashion_mnist", tiny_data_dir, allow_tfds=False).y_test[:scored]
+  shares = np.bincount(y) / len(y)
+  assert (f"scores that class's share of the scored test images: {100 * shares.min():.2f}% to "
+          f"{100 * shares.max():.2f}% here.") in md
 
   # 4. The CLI, same layout: everything is cached now.
   env = dict(os.environ, LATMIX_OFFLINE="1")

@@ -149,6 +149,12 @@ def test_collapsed_corruption_is_named_and_mca_reported_with_and_without(tmp_pat
   assert diagnostics.collapsed_corruptions(one, class_shares=[0.098, 0.1135]) == {
       "corruption/fog/accuracy": ["erm"]}
   assert diagnostics.collapsed_corruptions(one) == {}  # one seed, no shares: not named
+  # The shares of the scored images come from the test labels; a driver without the data
+  # says so and falls back to the equal-on-every-seed rule.
+  lines = []
+  assert diagnostics.corruption_class_shares("cifar10", str(tmp_path / "no_data"), 100,
+                                             log=lines.append) is None
+  assert "class shares of the cifar10 test set unavailable" in lines[0]
   derived = diagnostics.with_mca_without_collapsed(runs, collapsed)
   for m, per in derived.items():
     for s, met in per.items():

@@ -96,6 +96,26 @@ def masking_table(flags: Sequence[Dict]) -> List[str]:
            f"{f['detail']} |" for f in flags])
 
 
+def corruption_class_shares(dataset: str, data_dir: Optional[str], samples: Optional[int],
+                      log=print) -> Optional[List[float]]:
+  """Each class's share of the test images the corruption metrics score (the first
+  `samples`, all when None): the accuracy of a model that answers that class everywhere.
+
+  None (and one log line) when the comparison's driver cannot read the data (a driver
+  outside the cluster that holds it): a collapse is then named only when its accuracy is
+  the same on every seed."""
+  from latmix_tf.data import load_dataset  # pylint: disable=import-outside-toplevel
+  try:
+    y = np.asarray(load_dataset(dataset, data_dir, allow_tfds=False, log=lambda line: None
+                                ).y_test)
+  except Exception as e:  # pylint: disable=broad-except
+    log(f"class shares of the {dataset} test set unavailable here ({type(e).__name__}); a "
+        f"corruption counts as collapsed only when its accuracy is equal on every seed")
+    return None
+  y = y[:samples] if samples else y
+  return (np.bincount(y, minlength=int(y.max()) + 1) / len(y)).tolist()
+
+
 def collapsed_corruptions(runs: Mapping[str, Mapping],
                           class_shares: Optional[Sequence[float]] = None,
                           protocol: StatsProtocol = DEFAULT_PROTOCOL,
@@ -139,9 +159,11 @@ def with_mca_without_collapsed(runs: Mapping[str, Mapping], collapsed: Mapping[s
 
 
 def corruption_table(rows: Sequence[Dict], methods: Sequence[str],
-                     collapsed: Mapping[str, Sequence], cell) -> List[str]:
+                     collapsed: Mapping[str, Sequence], cell,
+                     class_shares: Optional[Sequence[float]] = None) -> List[str]:
   """Markdown lines: per-corruption accuracy (mean ± CI) per method, ⊘ where it collapsed,
-  then mCA with every corruption and without the collapsed ones."""
+  then mCA with every corruption and without the collapsed ones; with `class_shares`, the
+  accuracies a one-class model would score, so a reader can spot them too."""
   idx = {(r["method"], r["metric"]): r for r in rows}
   keys = sorted({r["metric"] for r in rows if matches(r["metric"], CORRUPTION)})
   if not keys:
@@ -152,9 +174,14 @@ def corruption_table(rows: Sequence[Dict], methods: Sequence[str],
                       for k, ms in collapsed.items()) +
             f". mCA below is the benchmark's (every corruption); \"mCA without collapsed\" "
             f"leaves out {', '.join(names)} for every method.") if collapsed else
-           "No method collapsed to one class on any corruption.", "",
-           "| corruption | " + " | ".join(label(m) for m in methods) + " |",
-           "|---|" + "---|" * len(methods)]
+           "No method collapsed to one class on any corruption."]
+  if class_shares:
+    lines[0] += (f" A model that answers one class for every image scores that class's share "
+                 f"of the scored test images: {100 * min(class_shares):.2f}% to "
+                 f"{100 * max(class_shares):.2f}% here.")
+  lines += ["",
+            "| corruption | " + " | ".join(label(m) for m in methods) + " |",
+            "|---|" + "---|" * len(methods)]
   for k in keys + [k for k in ("corruption/mca", MCA_WITHOUT)
                    if any((m, k) in idx for m in methods)]:
     name = {"corruption/mca": "mCA", MCA_WITHOUT: "mCA without collapsed"}.get(

@@ -165,7 +165,8 @@ def _paired_tests(rows, methods, reference, head, protocol, alpha) -> List[str]:
 
 
 def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figures, notes,
-              concl, costs, protocol, masking, collapsed, found=None, front=()) -> str:
+              concl, costs, protocol, masking, collapsed, found=None, front=(),
+              class_shares=None) -> str:
   idx, methods = index(rows), list(runs)
   seeds = sorted({int(s) for per in runs.values() for s in per})
   lines = [f"# {title}", "", description.strip(), "",
@@ -204,7 +205,7 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
             "(black-box) breaking images the white-box attacks left. A flagged member's gains "
             "under attack are not worded as robustness.", ""]
   lines += diagnostics.masking_table(masking) or ["No member shows any of these patterns."]
-  corr = diagnostics.corruption_table(rows, methods, collapsed, _cell)
+  corr = diagnostics.corruption_table(rows, methods, collapsed, _cell, class_shares)
   if corr:
     lines += ["", "## Corruptions: per-corruption accuracy and collapse to one class", ""] + corr
   lines += ["", "## All metrics", "", "| metric | " + " | ".join(map(label, methods)) + " |",
@@ -295,7 +296,7 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   with open(md_path, "w") as f:
     f.write(_markdown(rows, runs, title, description, reference, alpha, robust_eps, figs,
                       notes, concl, member_costs, protocol, masking, collapsed, found,
-                      front))
+                      front, class_shares))
   html_path = html_report.write_html(md_path)  # self-contained, sortable tables
   tensorboard_dir = export_hparams(out_dir, runs)  # HParams dashboard: trial = method config
   return {"csv": csv_path, "json": json_path, "markdown": md_path, "html": html_path,
