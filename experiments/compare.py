@@ -27,6 +27,7 @@ Executors (`--executor`, docs/scaling.md): `sequential` (default, in this proces
 (each unfinished member a Ray task); members write the same stages either way.
 Also here: `ablation_fmnist` (the Latent-Mixup ablation family) and `compare_robust_fmnist`
 (the robust-training screening, against ERM and against PGD-AT, with its declared goal).
+What the driver logs and the report it writes: `experiments/compare_report.py`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from latmix_tf import distribute
 from latmix_tf.cli_checks import check_choices, parse_seeds
-from latmix_tf.comparison import diagnostics, label, publish_summary, write_comparison_report
+from latmix_tf.comparison import diagnostics, label, publish_summary
 from latmix_tf.comparison.costs import (finished_member, generative_seconds, member_cost,
                                         remaining_seconds, start_order)
 from latmix_tf.comparison.executors import ExecutorConfig, MemberJob, run_members
@@ -50,6 +51,8 @@ from latmix_tf.training.adversarial import DEFAULT_EPSILON
 
 from experiments import baselines, erm, latent_ablations, latent_mixup
 from experiments.common import DATASET_OF, Experiment, RunContext, run_workdir, runs_root
+from experiments.compare_report import (member_summary, progress_line, summary_name,
+                                       write_report)
 
 DEFAULT_METHODS = ("erm", "mixup", "manifold_mixup", "fgsm_at", "pgd_at", "gat",
                    "latent_mixup", "latent_mixup_vae")
@@ -68,7 +71,6 @@ ABLATION_METHODS = ("erm", "latent_mixup") + tuple(
     f"latent_mixup_{tag}" for tag in latent_ablations.ABLATIONS)
 MEMBERS = {**erm.EXPERIMENTS, **baselines.EXPERIMENTS, **latent_mixup.EXPERIMENTS,
            **latent_ablations.EXPERIMENTS}
-TITLES = {"mnist": "MNIST", "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +99,6 @@ def select_methods(requested: Optional[Sequence[str]], default: Sequence[str] = 
 def select_seeds(requested: Optional[Sequence[int]]) -> Tuple[int, ...]:
   """`requested` without duplicates (`DEFAULT_SEEDS` when None); ValueError on a bad seed."""
   return parse_seeds(requested) or DEFAULT_SEEDS
-
-
-def _summary(metrics: Dict, eps: float) -> str:
-  keys = [("test/accuracy", "acc"), ("blur/area", "blur_area"), ("deepfool/rho_adv", "rho_adv"),
-          (f"pgd/acc@{eps!r}", f"pgd@{eps:.3g}"), ("calibration/ece", "ece")]
-  parts = [f"{short}={metrics[k]:.4f}" for k, short in keys if k in metrics]
-  return "  ".join(parts + [f"train={metrics.get('train_seconds', float('nan')):.0f}s"])
 
 
 def run_member(name: str, scale: str, seed: int, data_dir: Optional[str], workdir: str,
@@ -195,14 +190,14 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     where = "" if in_process else f" on {member.node}"
     ctx.log(f"[{done}/{len(plan)}] {method} seed {seed}: classifier {status.get('classifier')}, "
             f"evaluation {status.get('evaluation')} ({member.seconds:.0f}s{where})  "
-            f"{_summary(metrics, eps)}")
+            f"{member_summary(metrics, eps)}")
     pending = [m for s, m, _, _ in plan if s not in runs[m]]
     left = remaining_seconds(costs, pending)
     next_ready = done < len(plan) and ready[order[done]]
     if pending and left is not None and not next_ready:
       # After the last member read back, the executor has not started yet: its own line
       # says how many run at once, so this one gives only the work left.
-      ctx.log(_progress_line(cfg.name, pending, left, done, member,
+      ctx.log(progress_line(cfg.name, pending, left, done, member,
                              in_process or done <= sum(ready)))
     if grid is None and "latent_mixed_grid" in figures:
       grid = os.path.join(workdir, figures["latent_mixed_grid"])
@@ -216,7 +211,7 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
     rows = sorted(costs, key=lambda c: (methods.index(c["method"]), c["seed"]))
     for i, reference in enumerate(present):
       out_dir = ctx.workdir if i == 0 else os.path.join(ctx.workdir, f"vs_{reference}")
-      reports[reference] = _write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
+      reports[reference] = write_report(cfg, ctx, finished, seeds, root, eps, grid, reference,
                                          out_dir, rows, shares)
       ctx.log(f"{cfg.name}: report against {reference} after {done} of {len(plan)} members -> "
               f"{reports[reference]['markdown']}")
@@ -228,47 +223,6 @@ def _run(cfg: CompareConfig, ctx: RunContext) -> Dict:
   report = next(iter(reports.values()))  # against the first reference
   return {"report": report["markdown"], "results_csv": report["csv"], "runs": runs,
           "nodes": nodes}
-
-
-def _progress_line(name: str, pending, left: float, done: int, member, work_only: bool) -> str:
-  """What is left, from the recorded cost of the finished members; unless `work_only`,
-  also how many members run and wait, and the projected wall hours."""
-  line = (f"{name}: {len(pending)} member{'s' * (len(pending) > 1)} left, "
-          f"~{left / 3600:.1f} h of member work at the recorded cost of the finished ones "
-          f"(their method's mean where one finished, else the mean of all)")
-  if work_only:
-    return line
-  return (f"{line}; {member.queued} queued, {member.running} running, {done} done: "
-          f"~{left / member.at_once / 3600:.1f} h left at {member.at_once} at once")
-
-
-def summary_name(cfg: CompareConfig, reference: Optional[str] = None) -> str:
-  """Name of a published summary in results/: `<experiment>_<scale>` for the report against
-  the first reference, `..._vs_<reference>` for each further one (the ablation family's
-  report against default Latent-Mixup)."""
-  return f"{cfg.name}_{cfg.scale}" + (f"_vs_{reference}" if reference else "")
-
-
-def _write_report(cfg, ctx, runs, seeds, root, eps, grid, reference, out_dir, costs,
-                  class_shares) -> Dict:
-  notes = [f"Member runs: {root}/<method>_{cfg.dataset_key}/{cfg.scale}/seed_<s>; SavedModels "
-           f"under {ctx.export_root}.",
-           f"Headline FGSM / PGD columns at ε={eps:.4g}, the budget FGSM-AT, PGD-AT and GAT "
-           f"train with.",
-           "train time = classifier training only, as recorded when each member ran (a cached "
-           "member keeps its original time and hardware). pipeline time adds the latent-mixup "
-           "generator, inversion encoder and latent bank from their stage records.",
-           "ρ_adv: mean over DeepFool samples of ‖r‖₂/‖x‖₂ (never-flipped samples counted)."]
-  if grid is None:
-    notes.append("No latent-mixed sample grid: no latent-mixup method was run.")
-  return write_comparison_report(
-      out_dir, runs, f"{TITLES[cfg.dataset_key]}: {cfg.title} ({cfg.scale} scale, "
-                     f"against {label(reference)})",
-      f"Every method trained with its own experiment's recipe at scale `{cfg.scale}` "
-      f"(requested seeds: {', '.join(map(str, seeds))}; the tables hold the runs finished so "
-      f"far) and evaluated on its exported SavedModel.",
-      reference=reference, robust_eps=eps, sample_grid=grid, notes=notes, member_costs=costs,
-      protocol=cfg.protocol, class_shares=class_shares)
 
 
 def _make(dataset_key: str) -> Experiment:
