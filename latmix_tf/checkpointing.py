@@ -70,29 +70,28 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
   Args:
     checkpoint: the checkpoint object to restore into.
     manager: its manager (directory and known checkpoints).
-    variables: every variable the checkpoint restores (reset to their current values if no
-      checkpoint can be read, so a failed partial restore leaves no trace).
+    variables: every variable the checkpoint restores (reset after each damaged checkpoint,
+      so a failed partial restore leaves no trace).
     log: receives one line per damaged checkpoint skipped.
   """
   candidates = checkpoint_candidates(manager)
   if not candidates:
     return None
-  snapshot = [np.array(v.numpy()) for v in variables]
   for path in candidates:
-    if restore_one(checkpoint, path, log, then="trying an older one"):
+    if restore_one(checkpoint, path, variables, log, then="trying an older one"):
       return path
-  for v, value in zip(variables, snapshot):
-    v.assign(value)
   log(f"no readable checkpoint in {manager.directory}; starting this stage from scratch")
   return None
 
 
 def restore_one(checkpoint: tf.train.Checkpoint, path: str,
-                log: Callable[[str], None] = print, then: str = "") -> bool:
+                variables: Sequence[tf.Variable] = (), log: Callable[[str], None] = print,
+                then: str = "") -> bool:
   """Restores `path` into `checkpoint`; False (and one log line) if it is damaged.
 
-  A failed restore may have assigned some variables: the caller resets them (see
-  `restore_latest`) or restores another checkpoint over them."""
+  A failed restore may have assigned some of the variables before failing: `variables` are
+  reset to their values from before the call, so a damaged file leaves no trace in them."""
+  snapshot = [np.array(v.numpy()) for v in variables]
   try:
     checkpoint.restore(path).assert_existing_objects_matched()
     return True
@@ -101,4 +100,6 @@ def restore_one(checkpoint: tf.train.Checkpoint, path: str,
     # bytes", protobuf DecodeError, AssertionError on missing objects): all mean "unusable".
     log(f"checkpoint {path} is unreadable or incomplete ({type(e).__name__}: "
         f"{str(e).splitlines()[0][:160] if str(e) else ''}){'; ' + then if then else ''}")
+    for v, value in zip(variables, snapshot):
+      v.assign(value)
     return False

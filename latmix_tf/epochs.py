@@ -41,7 +41,6 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from latmix_tf import checkpointing, distribute, progress
@@ -130,11 +129,9 @@ class EpochLoop:
         or record.get("epoch") != int(self.epoch.numpy())):
       return None
     path = os.path.join(self.partial_dir, record["prefix"])
-    keep = [np.array(v.numpy()) for v in self._variables + [self.history_json]]
-    if not checkpointing.restore_one(self._partial, path, self.log,
+    if not checkpointing.restore_one(self._partial, path,
+                                     self._variables + [self.history_json], self.log,
                                      then="redoing this epoch from its start"):
-      for v, value in zip(self._variables + [self.history_json], keep):
-        v.assign(value)
       return None
     saved = json.loads(self.partial_state.numpy().decode())
     step = int(self.step_in_epoch.numpy())

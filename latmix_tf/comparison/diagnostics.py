@@ -97,7 +97,7 @@ def masking_table(flags: Sequence[Dict]) -> List[str]:
 
 
 def corruption_class_shares(dataset: str, data_dir: Optional[str], samples: Optional[int],
-                      log=print) -> Optional[List[float]]:
+                            log=print) -> Optional[List[float]]:
   """Each class's share of the test images the corruption metrics score (the first
   `samples`, all when None): the accuracy of a model that answers that class everywhere.
 
