@@ -21,8 +21,9 @@ optimizer, epochs, export and evaluation); only the method object differs.
                        and pgd_at's step, clean and adversarial rows 50/50 - a composition
                        (`training.compose`), no class of its own
   latent_mixup_vae_at_fmnist  the same on latent_mixup_vae_fmnist's VAE (Fashion-MNIST only)
-with ds in {mnist, fmnist, cifar10}; ε = 0.1 on MNIST / Fashion-MNIST and 8/255 on CIFAR-10
-(`latmix_tf.training.adversarial.DEFAULT_EPSILON`), the same ε the evaluation attacks at.
+with ds in {mnist, fmnist, cifar10}; ε = 0.3 on MNIST, 0.1 on Fashion-MNIST and 8/255 on
+CIFAR-10 (`latmix_tf.training.adversarial.DEFAULT_EPSILON`: each dataset's standard threat
+model, the budget its AutoAttack column reports).
 
 Run:  python main.py --experiment=pgd_at_fmnist   (default scale `full`; `--scale=smoke`: seconds)
 Expect (hypotheses, checked against ERM at the same scale): adversarial training
