@@ -8,19 +8,23 @@ attacks disagree: PGD-10 leaves 85.6% at ε = 0.3, APGD-CE 61.3%, and AutoAttack
 Square attack takes it to 48.1%, below every white-box attack. A black-box attack beating the
 gradient attacks is the gradient-masking pattern. Madry et al. train for about 83 epochs with
 PGD-40 of step 0.01; Wong et al. ("Fast is better than free") train 10 epochs with a cyclic
-schedule. This probe trains the same recipe with more epochs, everything else unchanged
-(model, optimizer, inner attack, seed), and scores it with the attacks that decide the
-question, on the same first 1000 test images as the full-scale evaluation: PGD-10 and
-standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square, each step's robust accuracy).
+schedule. This probe trains the same recipe with more epochs or Madry et al.'s finer inner attack,
+everything else unchanged (model, optimizer, seed), and scores it with the attacks that
+decide the question, on the same first 1000 test images as the full-scale evaluation:
+PGD-10 and standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square, each step's robust accuracy).
+A variant is EPOCHS:INNER, INNER one of
 
-  python benchmarks/mnist_eps03_recipe.py --workdir=DIR [--epochs=24]
+  pgd7    the registered inner attack: PGD-7 of step 2.5ε/7 (0.107), random start
+  pgd40   Madry et al.'s: PGD-40 of step 0.01, random start (5.1x the passes per step)
+
+  python benchmarks/mnist_eps03_recipe.py --workdir=DIR [--variants=24:pgd7,8:pgd40]
       [--baseline_run=RUN] [--data_dir=DIR] [--scale=smoke]
 
 Each variant is a run of the real pipeline (`runner.train_and_evaluate`: cached, resumable
 stages, mid-epoch checkpoints), so a killed probe resumes when rerun with the same command.
 RUN is a finished full-scale `pgd_at_mnist` run folder (e.g.
 `<workdir>/pgd_at_mnist/full/seed_0`) whose metrics give the registered 8-epoch row; without
-it that row is trained here too. About 2 CPU-hours per 24-epoch variant on a 2-core Xeon.
+it that row is trained here too. About 2 CPU-hours per 24 epochs of pgd7 on a 2-core Xeon.
 Writes benchmarks/results/mnist_eps03_recipe.{json,md} once every variant has finished;
 `--scale=smoke` (a check of the script, a minute; cheap AutoAttack, so no FAB-T or Square
 column) writes nothing there.
@@ -41,21 +45,37 @@ from latmix_tf import progress, runner
 
 EPS = 0.3
 STEPS = ("apgd-ce", "apgd-t", "fab-t", "square")
+INNER = {"pgd7": {}, "pgd40": {"steps": 40, "step_size": 0.01}}  # AdversarialConfig overrides
 
 
-def probe_config(epochs: int, data_dir, scale: str = "full"):
-  """The registered `pgd_at_mnist` recipe at `scale` with `epochs`, scored by clean accuracy,
-  FGSM / PGD-10 and AutoAttack at ε = 0.3 only (on the full evaluation's images)."""
+def parse_variants(text: str):
+  """'24:pgd7,8:pgd40' -> [(24, 'pgd7'), (8, 'pgd40')], with a clear error for bad input."""
+  out = []
+  for item in filter(None, (t.strip() for t in text.split(","))):
+    epochs, _, inner = item.partition(":")
+    if not epochs.isdigit() or int(epochs) < 1 or inner not in INNER:
+      raise SystemExit(f"--variants: {item!r} is not EPOCHS:INNER with EPOCHS >= 1 and "
+                       f"INNER one of {', '.join(INNER)} (e.g. --variants=24:pgd7,8:pgd40)")
+    out.append((int(epochs), inner))
+  return out
+
+
+def probe_config(epochs: int, inner: str, data_dir, scale: str = "full"):
+  """The registered `pgd_at_mnist` recipe at `scale` with `epochs` and the `inner` attack,
+  scored by clean accuracy, FGSM / PGD-10 and AutoAttack at ε = 0.3 only (on the full
+  evaluation's images). The pgd7 variants keep the name (and runs) they had before pgd40."""
   cfg = experiments.get("pgd_at_mnist").get_config(scale=scale, seed=0, data_dir=data_dir)
   ev = dataclasses.replace(cfg.eval, evaluators=("clean", "attacks", "autoattack"),
                            attack_epsilons=(0.0, EPS), autoattack_budgets=(("Linf", EPS),))
-  return dataclasses.replace(cfg, name=f"pgd_at_mnist_epochs{epochs}",
-                             train=dataclasses.replace(cfg.train, epochs=epochs), eval=ev)
+  return dataclasses.replace(
+      cfg, name=f"pgd_at_mnist_epochs{epochs}" + ("" if inner == "pgd7" else f"_{inner}"),
+      train=dataclasses.replace(cfg.train, epochs=epochs),
+      method=dataclasses.replace(cfg.method, **INNER[inner]), eval=ev)
 
 
-def row(epochs: int, metrics, history, source: str):
+def row(epochs: int, inner: str, metrics, history, source: str):
   aa = f"autoattack/Linf@{EPS}"
-  out = {"epochs": epochs, "source": source,
+  out = {"epochs": epochs, "inner": inner, "source": source,
          "clean_accuracy": metrics["test/accuracy"],
          "adv_train_accuracy_last_epoch": history[-1]["train/accuracy"] if history else None,
          "val_accuracy_last_epoch": history[-1]["val/accuracy"] if history else None,
@@ -74,17 +94,19 @@ def markdown(rows, command: str, record) -> str:
            f"`{command}` on {record['machine']['cpu']['model']} "
            f"(load {record['machine']['load_avg'][0]:.2f} at the start). Seed 0; attacks on "
            "the first 1000 test images; accuracies in %.", "",
-           "| epochs | clean (10k) | adv. train acc. (last epoch) | PGD-10 | APGD-CE | "
+           "| epochs | inner attack | clean (10k) | adv. train acc. (last epoch) | PGD-10 | APGD-CE | "
            "+APGD-T | +FAB-T | +Square = AutoAttack | PGD − AA | Square's share |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
-        f"| {r['epochs']} | {100 * r['clean_accuracy']:.2f} | "
+        f"| {r['epochs']} | {r.get('inner', 'pgd7')} | {100 * r['clean_accuracy']:.2f} | "
         f"{100 * r['adv_train_accuracy_last_epoch']:.1f} | {100 * r['pgd10']:.1f} | "
         f"{100 * r['apgd-ce']:.1f} | {100 * r['apgd-t']:.1f} | {100 * r['fab-t']:.1f} | "
         f"{100 * r['autoattack']:.1f} | {100 * r['pgd_minus_autoattack']:+.1f} | "
         f"{100 * r['square_gain']:.1f} |")
-  lines += ["", "Each AutoAttack column is the robust accuracy after that attack and the ones "
+  lines += ["", "Inner attack: pgd7 = PGD-7 of step 2.5ε/7 (the registered recipe); pgd40 = "
+            "PGD-40 of step 0.01 (Madry et al.).",
+            "", "Each AutoAttack column is the robust accuracy after that attack and the ones "
             "before it (AutoAttack runs them in turn on what is still classified right). "
             "Square's share: the points the black-box attack took after the three white-box "
             "ones; a large share means the gradients misled the white-box attacks.", ""]
@@ -94,12 +116,14 @@ def markdown(rows, command: str, record) -> str:
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--workdir", required=True, help="where the variants' runs go")
-  ap.add_argument("--epochs", default="24", help="comma-separated epoch counts to train")
+  ap.add_argument("--variants", default="24:pgd7",
+                  help="comma-separated EPOCHS:INNER to train, INNER in " + ", ".join(INNER))
   ap.add_argument("--baseline_run", default=None,
                   help="a finished full-scale pgd_at_mnist run folder (the 8-epoch row)")
   ap.add_argument("--data_dir", default=None)
   ap.add_argument("--scale", default="full", choices=("full", "smoke"))
   args = ap.parse_args()
+  variants = parse_variants(args.variants)
   log = progress.log_sink()
   record = {"machine": machine()}
   rows = []
@@ -108,19 +132,19 @@ def main() -> int:
       metrics = json.load(f)
     with open(os.path.join(args.baseline_run, "classifier", "history.json")) as f:
       history = json.load(f)
-    rows.append(row(8, metrics, history, f"registered run {args.baseline_run}"))
-  for epochs in sorted({int(e) for e in args.epochs.split(",")}):
-    cfg = probe_config(epochs, args.data_dir, args.scale)
+    rows.append(row(8, "pgd7", metrics, history, f"registered run {args.baseline_run}"))
+  for epochs, inner in variants:
+    cfg = probe_config(epochs, inner, args.data_dir, args.scale)
     run = os.path.join(args.workdir, cfg.name, "seed_0")
     metrics = runner.train_and_evaluate(cfg, run, os.path.join(args.workdir, "sm", cfg.name),
                                         log=log)
     with open(os.path.join(run, "classifier", "history.json")) as f:
       history = json.load(f)
-    rows.append(row(epochs, metrics, history, run))
+    rows.append(row(epochs, inner, metrics, history, run))
     log(json.dumps(rows[-1]))
   record["rows"] = rows
   command = ("python benchmarks/mnist_eps03_recipe.py --workdir=DIR "
-             f"--epochs={args.epochs}" + (" --baseline_run=RUN" if args.baseline_run else ""))
+             f"--variants={args.variants}" + (" --baseline_run=RUN" if args.baseline_run else ""))
   text = markdown(rows, command, record)
   print(text)
   if args.scale == "full":
