@@ -133,10 +133,17 @@ def test_gradient_masking_flags_and_wording():
       "p<0.001; flagged for gradient masking: not evidence of robustness)" in pgd_at
   oma = next(c for c in sentences if c.startswith("on-manifold AT vs ERM"))
   assert "significantly higher PGD acc ε=0.1" in oma and "better" in oma  # not flagged
-  assert "Flagged for gradient masking (see its table): Latent-Mixup (GAN), PGD-AT;" in \
-      " ".join(sentences)
+  assert "Flagged for gradient masking (see its table): Latent-Mixup (GAN) (ε = 0.1), " \
+      "PGD-AT (ε = 0.1);" in " ".join(sentences)
   unflagged = " ".join(conclusions(rows, robust_eps=0.1))
   assert "not evidence of robustness" not in unflagged
+  # A flag holds at its own ε: flagged at 0.2 only, PGD-AT's gain at 0.1 is worded "better".
+  elsewhere = [dict(f, eps=0.2) if f["method"] == "pgd_at" else f for f in flags]
+  sentences = conclusions(rows, robust_eps=0.1, masking=elsewhere)
+  pgd_at = next(c for c in sentences if c.startswith("PGD-AT vs ERM"))
+  assert "significantly higher PGD acc ε=0.1 (+50.20 pp, secondary-family Holm-adjusted " \
+      "p<0.001; better)" in pgd_at
+  assert "PGD-AT (ε = 0.2);" in " ".join(sentences)
 
 
 def test_collapsed_corruption_is_named_and_mca_reported_with_and_without(tmp_path):

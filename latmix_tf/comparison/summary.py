@@ -21,8 +21,9 @@ import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf import stats
-from latmix_tf.comparison.metrics import (fmt, fmt_p, headline_metrics, higher_is_better, label,
-                                          matches, report_metrics, short_label)
+from latmix_tf.comparison.metrics import (at_value, fmt, fmt_p, headline_metrics,
+                                          higher_is_better, label, matches, report_metrics,
+                                          short_label)
 from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol
 
 # Metrics the conclusion speaks about (when present): accuracy, robustness, calibration.
@@ -130,7 +131,8 @@ def _equivalence(r: Dict) -> str:
   return f"; {verdict} within ±{margin} (TOST {fmt_p(r['tost_p'])})"
 
 
-def _clause(r: Dict, alpha: float, masked: bool = False) -> str:
+def _clause(r: Dict, alpha: float, masked=frozenset()) -> str:
+  """One metric's verdict; `masked`: the ε at which the method was flagged for masking."""
   key, name = r["metric"], short_label(r["metric"])
   if r["n_pairs"] < 2:
     return f"{name} not tested ({r['n_pairs']} paired seed{'s' if r['n_pairs'] != 1 else ''})"
@@ -141,7 +143,7 @@ def _clause(r: Dict, alpha: float, masked: bool = False) -> str:
     return f"{name} differs by the same {diff} on every seed (zero variance: no test possible)"
   direction = "higher" if r["diff_vs_ref"] > 0 else "lower"
   better = "better" if (r["diff_vs_ref"] > 0) == higher_is_better(key) else "worse"
-  if masked and key.startswith(ATTACKS) and r["diff_vs_ref"] > 0:
+  if key.startswith(ATTACKS) and r["diff_vs_ref"] > 0 and _eps_key(at_value(key)) in masked:
     better = "flagged for gradient masking: not evidence of robustness"
   holm = fmt_p(r["p_holm"]).replace("p", "Holm-adjusted p", 1)
   if r["family"] == "secondary":
@@ -198,8 +200,9 @@ def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: Optional[fl
   Latent-Mixup variants come first. A method with fewer than 2 seeds paired with the
   reference gets "not tested"; p_holm >= alpha reads "no significant difference" (or "only
   before correction"); only p_holm < alpha (within the row's family) reads "significantly
-  higher/lower", with whether that is better or worse - except a gain under attack of a
-  method in `masking` (`diagnostics.masking_flags`), which is never called better. Where the
+  higher/lower", with whether that is better or worse - except a gain under attack at an ε
+  where `masking` (`diagnostics.masking_flags`) flags the method, which is never called
+  better (a flag at ε = 0.2 says nothing of the attacks at 0.1). Where the
   protocol declares a margin, the TOST verdict follows: only "equivalent" supports "no cost".
   """
   protocol = protocol or DEFAULT_PROTOCOL
@@ -214,14 +217,16 @@ def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: Optional[fl
   else:
     others = sorted((m for m in methods if m != reference),
                     key=lambda m: (not m.startswith("latent_mixup"), methods.index(m)))
-    masked = {f["method"] for f in masking}
+    masked: Dict[str, set] = {}  # method -> the ε (rounded) at which it was flagged
+    for f in masking:
+      masked.setdefault(f["method"], set()).add(_eps_key(f["eps"]))
     for m in others:
       n = max((idx[(m, k)]["n_pairs"] for k in keys), default=0)
       if n < 2:
         out.append(f"{label(m)} vs {label(reference)}: {n} paired seed{'s' if n != 1 else ''}, "
                    f"so no difference is tested; single runs are not evidence either way.")
         continue
-      clauses = [_clause(idx[(m, k)], alpha, m in masked) for k in keys]
+      clauses = [_clause(idx[(m, k)], alpha, masked.get(m, frozenset())) for k in keys]
       out.append(f"{label(m)} vs {label(reference)} (paired t-test over n={n} seeds, "
                  f"α={alpha} family-wise): " + "; ".join(clauses) + ".")
       robust = _robust_sentence(idx, m, report_keys(rows), protocol, alpha)
@@ -239,9 +244,10 @@ def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: Optional[fl
                  f"the tables' other columns), so within each family the chance of any false "
                  f"\"significant\" is at most {alpha}.")
     if masked:
-      out.append("Flagged for gradient masking (see its table): " +
-                 ", ".join(label(m) for m in methods if m in masked) +
-                 "; their accuracies under attack are not worded as robustness.")
+      out.append("Flagged for gradient masking (see its table): " + ", ".join(
+          f"{label(m)} (ε = {', '.join(f'{e:g}' for e in sorted(masked[m]))})"
+          for m in methods if m in masked) +
+                 "; their accuracies under attack at those ε are not worded as robustness.")
     n_max = max((r["n_pairs"] for r in rows), default=0)
     if 2 <= n_max <= 5:
       out.append(f"With n={n_max} seeds the test has little power: \"no significant "
@@ -251,6 +257,11 @@ def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: Optional[fl
   if cost:
     out.append(cost)
   return out
+
+
+def _eps_key(eps: float) -> float:
+  """ε as a set key: flags and metric keys spell the same budget the same way."""
+  return round(float(eps), 6)
 
 
 def report_keys(rows: Sequence[Dict]) -> List[str]:
