@@ -223,7 +223,33 @@ def test_the_declared_goal_gives_each_robust_method_its_verdict_and_distance(tmp
   assert (f"(L∞ ε=0.1; means over seeds, no other method at least as high on both and higher "
           f"on one): {label('mixup')}, {label('on_manifold_at')}.") in text
   assert "## Goal" in text and f"Met by: {label('on_manifold_at')}." in text
-  assert "| missed: robustness, price, evidence |" in text
+  assert "| missed: robustness, price, evidence, soundness |" in text
+  assert (f"- {label('latent_mixup_at')}: numbers not sound (PGD well above AutoAttack "
+          f"(seeds 0, 1, 2)).") in text
+  # Soundness: the same on-manifold AT numbers with a failed sanity check on seed 1, or
+  # with Square breaking what the white-box attacks left at the goal's ε, miss the goal;
+  # a flag at another ε does not count against it.
+  from latmix_tf.comparison import goal  # pylint: disable=import-outside-toplevel
+  rows = summarize(runs, robust_eps=0.1, protocol=protocol)
+  failing = {m: dict(per) for m, per in runs.items()}
+  failing["on_manifold_at"][1] = dict(runs["on_manifold_at"][1], **{
+      "sanity/deepfool_flips_every_image": 0.0, "sanity/pgd_monotone_in_eps": 1.0,
+      "sanity/failed": 1.0})
+  square = [{"method": "on_manifold_at", "seed": 0, "eps": eps, "check": "black-box above "
+             "white-box", "detail": ""} for eps in (0.1, 0.2)]
+  for case, why in (((failing, []), "fails deepfool_flips_every_image (seed 1)"),
+                    ((runs, square), "black-box above white-box (seed 0)"),
+                    ((runs, square[1:]), "")):
+    v = next(v for v in goal.verdicts(protocol.goal, rows, ["on_manifold_at"], 0.1,
+                                      goal.unsound(*case, 0.1)))
+    assert v["unsound"] == why and v["soundness"] == (not why) and v["met"] == (not why)
+    assert v["robustness"] and v["price"] and v["evidence"]
+  lines = goal.goal_lines(protocol.goal, [v for v in goal.verdicts(
+      protocol.goal, rows, ["on_manifold_at"], 0.1, goal.unsound(failing, [], 0.1))],
+                          "erm", 0.1)
+  assert "| missed: soundness |" in "\n".join(lines)
+  assert (f"- {label('on_manifold_at')}: numbers not sound (fails "
+          f"deepfool_flips_every_image (seed 1)).") in lines
   # The report against PGD-AT, and a comparison that declares no goal, have no goal section.
   vs_pgd = write_comparison_report(str(tmp_path / "pgd"), runs, "Goal", "desc",
                                    reference="pgd_at", robust_eps=0.1, protocol=protocol)

@@ -11,9 +11,13 @@ same rigour as a positive. The goal, with PGD-AT as the baseline and ERM as the 
   2. price: a clean-accuracy cost against ERM of at most `max_cost_fraction` of PGD-AT's
      (mean differences against ERM);
   3. evidence: a clean-accuracy gain over PGD-AT that is significant in the primary family
-     (paired t-test, Holm-adjusted with the other primary tests).
+     (paired t-test, Holm-adjusted with the other primary tests);
+  4. soundness: no evaluation sanity check failed on any seed (`evaluation/sanity.py`:
+     iterative ≤ single-step, black-box not above white-box, monotone in ε, ...) and no
+     gradient-masking flag at the goal's ε (`diagnostics.masking_flags`): a method that
+     reaches its numbers through gradient masking does not meet the goal.
 
-A method meets the goal when all three hold. Accuracies are fractions, shown in points.
+A method meets the goal when all four hold. Accuracies are fractions, shown in points.
 
 The section also names the clean-vs-AutoAttack Pareto front (`pareto_front`): the screening's
 rule for which new methods go on to full scale is fixed here too, not picked from the figure.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from latmix_tf.comparison.metrics import autoattack_key, label
 
@@ -52,14 +56,38 @@ class RobustGoal:
                        f"{self.max_cost_fraction}.")
 
 
+def unsound(runs: Mapping[str, Mapping], masking: Sequence[Dict],
+            robust_eps: Optional[float]) -> Dict[str, str]:
+  """method -> why its numbers are not trusted for the goal (criterion 4), for the methods
+  with a failed sanity check on some seed or a masking flag at `robust_eps`."""
+  found: Dict[str, Dict[str, List[int]]] = {}  # method -> reason -> seeds
+  for method, per_seed in runs.items():
+    for seed in sorted(per_seed, key=int):
+      for k, v in per_seed[seed].items():
+        if k.startswith("sanity/") and k != "sanity/failed" and v == 0.0:
+          found.setdefault(method, {}).setdefault(f"fails {k.split('/', 1)[1]}",
+                                                  []).append(int(seed))
+  for f in masking:
+    if robust_eps is not None and math.isclose(f["eps"], robust_eps, rel_tol=1e-6):
+      found.setdefault(f["method"], {}).setdefault(f["check"], []).append(int(f["seed"]))
+
+  def seeds(s: List[int]) -> str:
+    s = sorted(set(s))
+    return f"seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}"
+  return {m: "; ".join(f"{why} ({seeds(s)})" for why, s in sorted(reasons.items()))
+          for m, reasons in found.items()}
+
+
 def verdicts(goal: RobustGoal, rows: Sequence[Dict], candidates: Sequence[str],
-             robust_eps: Optional[float]) -> List[Dict]:
+             robust_eps: Optional[float],
+             not_sound: Optional[Mapping[str, str]] = None) -> List[Dict]:
   """One verdict per candidate present in `rows` (the summary against the reference).
 
   Returns dicts with "method", "cost", "limit" and "baseline_cost" (clean-accuracy costs
   against the reference: the method's, the allowed one, the baseline's), "autoattack_gap"
   (baseline minus method, mean paired difference), "clean_gain" and "p_holm" (against the
-  baseline, primary family), the three criteria and "met". Candidates without the tests the
+  baseline, primary family), the four criteria, "unsound" (why criterion 4 failed, from
+  `unsound`, or "") and "met". Candidates without the tests the
   goal needs are left out, and so is everything when the baseline or its difference from the
   reference is missing (a report of a partial run)."""
   idx = {(r["method"], r["metric"]): r for r in rows}
@@ -69,6 +97,7 @@ def verdicts(goal: RobustGoal, rows: Sequence[Dict], candidates: Sequence[str],
     return []
   base_cost = -base_clean["diff_vs_ref"]
   out = []
+  not_sound = not_sound or {}
   for method in candidates:
     clean, robust = idx.get((method, CLEAN)), idx.get((method, aa))
     if (clean is None or robust is None or not math.isfinite(clean["diff_vs_robust_ref"])
@@ -79,10 +108,12 @@ def verdicts(goal: RobustGoal, rows: Sequence[Dict], candidates: Sequence[str],
     criteria = {"robustness": bool(gap <= goal.max_autoattack_gap),
                 "price": bool(cost <= limit),
                 "evidence": bool(clean["diff_vs_robust_ref"] > 0
-                                 and clean["significant_vs_robust_ref"])}
+                                 and clean["significant_vs_robust_ref"]),
+                "soundness": method not in not_sound}
     out.append({"method": method, "cost": cost, "limit": limit, "baseline_cost": base_cost,
                 "autoattack_gap": gap, "clean_gain": clean["diff_vs_robust_ref"],
                 "p_holm": clean["p_holm_vs_robust_ref"], **criteria,
+                "unsound": not_sound.get(method, ""),
                 "met": all(criteria.values())})
   return out
 
@@ -120,18 +151,22 @@ def goal_lines(goal: RobustGoal, found: Sequence[Dict], reference: str,
            f"{100 * goal.max_autoattack_gap:.0f} points of {base}'s AutoAttack accuracy "
            f"(L∞ ε={eps}), at no more than {goal.max_cost_fraction:.0%} of {base}'s "
            f"clean-accuracy cost against {label(reference)}, with a clean-accuracy gain over "
-           f"{base} that is significant in the primary family (paired t-test, Holm). Points; "
-           f"mean differences over seeds.", "",
+           f"{base} that is significant in the primary family (paired t-test, Holm), and "
+           f"sound numbers: no failed sanity check on any seed and no gradient-masking flag "
+           f"at ε={eps}. Points; mean differences over seeds.", "",
            f"| method | clean cost vs {label(reference)} (limit) | AutoAttack below {base} "
            f"(limit {100 * goal.max_autoattack_gap:.0f}) | clean gain over {base} | Holm p | "
            f"goal |", "|---|---|---|---|---|---|"]
   for v in found:
-    missed = [k for k in ("robustness", "price", "evidence") if not v[k]]
+    missed = [k for k in ("robustness", "price", "evidence", "soundness") if not v.get(k, True)]
     p = f"{v['p_holm']:.4f}" if math.isfinite(v["p_holm"]) else "n/a"
     verdict = "met" if v["met"] else "missed: " + ", ".join(missed)
     lines.append(f"| {label(v['method'])} | {100 * v['cost']:.2f} ({100 * v['limit']:.2f}) | "
                  f"{100 * v['autoattack_gap']:.2f} | {_pts(v['clean_gain'])} | {p} | "
                  f"{verdict} |")
+  unsound_lines = [f"- {label(v['method'])}: numbers not sound ({v['unsound']})."
+                   for v in found if v.get("unsound")]
+  lines += [""] + unsound_lines if unsound_lines else []
   met = [label(v["method"]) for v in found if v["met"]]
   lines += ["", (f"Met by: {', '.join(met)}." if met else
                  "No method meets the goal; the table gives each one's distance.")

@@ -268,8 +268,8 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   rows = summarize(runs, reference, alpha=alpha, robust_eps=robust_eps, protocol=protocol)
   concl = conclusions(rows, reference, alpha, robust_eps, protocol, masking)
   found = (goal.verdicts(protocol.goal, rows, [m for m in runs if m in protocol.robust_methods],
-                         robust_eps) if protocol.goal and reference != protocol.robust_reference
-           else None)
+                         robust_eps, goal.unsound(runs, masking, robust_eps))
+           if protocol.goal and reference != protocol.robust_reference else None)
   front = goal.pareto_front(rows, list(runs), robust_eps) if found is not None else []
   figs = [os.path.basename(f) for f in comparison_figures(rows, out_dir, title, reference,
                                                           robust_eps)]
