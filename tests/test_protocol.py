@@ -122,6 +122,14 @@ def test_gradient_masking_flags_and_wording():
   found = {(f["method"], f["check"]) for f in flags}
   assert ("latent_mixup", "FGSM gain above PGD gain") in found
   assert ("pgd_at", "PGD well above AutoAttack") in found
+  gap = next(f["detail"] for f in flags if f["check"] == "PGD well above AutoAttack")
+  assert gap == "PGD 60.00% vs AutoAttack 30.00%"  # same image set (or counts unknown)
+  quick = {"pgd_at": {0: dict(runs["pgd_at"][0], **{"attacks/samples": 2000.0,
+                                                    "autoattack/samples": 500.0})}}
+  assert next(f["detail"] for f in diagnostics.masking_flags(quick)
+              if f["check"] == "PGD well above AutoAttack") == (
+                  "PGD 60.00% vs AutoAttack 30.00% (PGD on the first 2000 test images, "
+                  "AutoAttack on the first 500)")
   assert ("pgd_at", "black-box above white-box") in found
   assert not any(m in ("erm", "mixup", "on_manifold_at") for m, _ in found)
   assert len([f for f in flags if f["method"] == "latent_mixup"]) == 3  # every seed

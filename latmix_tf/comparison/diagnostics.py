@@ -73,7 +73,8 @@ def masking_flags(runs: Mapping[str, Mapping], reference: str = "erm",
         aa = _autoattack_linf(m, eps)
         if aa is not None and pgd - float(m[aa]) >= protocol.masking_pgd_gap - 1e-12:
           found.append((eps, "PGD well above AutoAttack",
-                        f"PGD {100 * pgd:.2f}% vs AutoAttack {100 * float(m[aa]):.2f}%"))
+                        f"PGD {100 * pgd:.2f}% vs AutoAttack {100 * float(m[aa]):.2f}%"
+                        + _image_sets(m)))
       budgets = {k.split("/")[1] for k in m if matches(k, "autoattack/*/after_square")}
       for budget in sorted(budgets):
         after = [k for k in m if k.startswith(f"autoattack/{budget}/after_")]
@@ -85,6 +86,15 @@ def masking_flags(runs: Mapping[str, Mapping], reference: str = "erm",
       out += [{"method": method, "seed": int(seed), "eps": e, "check": c, "detail": d}
               for e, c, d in found]
   return out
+
+
+def _image_sets(m: Mapping) -> str:
+  """" (PGD on the first 2000 test images, AutoAttack on the first 500)" when the two ran
+  on different image sets (the quick scale): part of such a gap is sampling, not masking."""
+  n_pgd, n_aa = m.get("attacks/samples"), m.get("autoattack/samples")
+  if n_pgd is None or n_aa is None or int(n_pgd) == int(n_aa):
+    return ""
+  return f" (PGD on the first {int(n_pgd)} test images, AutoAttack on the first {int(n_aa)})"
 
 
 def masking_table(flags: Sequence[Dict]) -> List[str]:
