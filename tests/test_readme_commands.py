@@ -55,6 +55,8 @@ LONG = {
     "pgd_at,gat,latent_mixup,latent_mixup_vae,latent_mixup_dcgan_plain",
     "python main.py --experiment=compare_fmnist --scale=quick",
     "python benchmarks/trades_start.py",
+    "python benchmarks/mnist_eps03_recipe.py --workdir=DIR --variants=24:pgd7 "
+    "--baseline_run=RUN",
     "python benchmarks/on_manifold_start.py",
     "python main.py --experiment=ablation_fmnist --scale=quick",
     "python main.py --experiment=compare_fmnist --methods=erm,mixup,manifold_mixup,fgsm_at,"
