@@ -15,6 +15,7 @@ import pytest
 
 from latmix_tf import comparison, hardware, stages, stats
 from latmix_tf.comparison import costs
+from latmix_tf.comparison.figures import tradeoff_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -473,3 +474,19 @@ def test_publish_summary_copies_csv_report_and_figures(tmp_path):
   assert pngs and all(f"](compare_fmnist_full/{p})" in text for p in pngs)
   assert all((tmp_path / "results" / "compare_fmnist_full" / p).is_file() for p in pngs)
   assert not list((tmp_path / "results").rglob("*.tmp"))  # copies go through temp files
+
+
+def test_tradeoff_figure_joins_the_pareto_front_and_marks_each_method_apart():
+  y = {"ERM": (91.0, 0.3), "PGD-AT": (79.0, 0.5), "IAT": (84.0, 0.4), "TRADES": (80.0, 0.6)}
+  x = {"ERM": (2.0, 0.5), "PGD-AT": (65.0, 1.0), "IAT": (63.0, 1.2), "TRADES": (61.0, 0.9)}
+  fig = tradeoff_figure([{"xlabel": "ρ", "x": x, "y": y},
+                         {"xlabel": "AutoAttack", "x": x, "y": y,
+                          "front": ["ERM", "IAT", "PGD-AT"]}], "t")
+  plain, with_front = fig.axes
+  assert not [l for l in plain.get_lines() if l.get_linestyle() == "--"]
+  dashed = [l for l in with_front.get_lines() if l.get_linestyle() == "--"]
+  assert len(dashed) == 1  # through the front's points in order of x
+  np.testing.assert_allclose(dashed[0].get_xydata(), [[2.0, 91.0], [63.0, 84.0], [65.0, 79.0]])
+  assert "Pareto front (means)" in [t.get_text() for t in with_front.get_legend().get_texts()]
+  markers = [c.lines[0].get_marker() for c in with_front.containers]
+  assert len(set(markers)) == 4  # one marker per method, beside its colour

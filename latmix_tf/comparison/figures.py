@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from latmix_tf.plotting import save_figure
 
+from latmix_tf.comparison.goal import pareto_front
 from latmix_tf.comparison.metrics import at_value, autoattack_key, headline_metrics
 from latmix_tf.comparison.metrics import label as method_label
 from latmix_tf.comparison.protocol import PRIMARY_MARK, SECONDARY_MARK, marks
@@ -28,6 +29,9 @@ def _colors(labels: Sequence[str]) -> Dict[str, tuple]:
   import matplotlib  # pylint: disable=import-outside-toplevel
   cmap = matplotlib.colormaps["tab10"]
   return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+MARKERS = "osD^vP*Xh<>p"  # with the colours, so a method stays identifiable in grey print
 
 
 def _zero_nan(values) -> np.ndarray:
@@ -112,36 +116,54 @@ def _label_points(ax, points, min_gap=(0.14, 0.06)) -> None:
     if any(abs(fx - px) < min_gap[0] and abs(fy - py) < min_gap[1] for px, py in placed):
       continue
     placed.append((fx, fy))
-    ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    right = fx > 0.65  # names of points near the right edge go to their left, inside the axes
+    ax.annotate(label, (x, y), textcoords="offset points", xytext=(-4 if right else 4, 4),
+                ha="right" if right else "left", fontsize=7)
 
 
 def tradeoff_scatter(points: List[Dict], path: str, title: str) -> str:
-  """Clean accuracy (y) against each robustness measure (x), one panel per measure.
+  """Clean accuracy (y) against each robustness measure (x), one panel per measure, saved to
+  `path` (see `tradeoff_figure` for the arguments)."""
+  return save_figure(tradeoff_figure(points, title), path, dpi=150)
+
+
+def tradeoff_figure(points: List[Dict], title: str) -> Figure:
+  """The figure of `tradeoff_scatter`.
 
   Args:
     points: one dict per panel: {"xlabel": str, "x": {label: (mean, half)},
-      "y": {label: (mean, half)}} with accuracies already in the unit of the labels.
-    path: PNG path.
+      "y": {label: (mean, half)}} with accuracies already in the unit of the labels, and
+      optionally "front": the labels on that panel's Pareto front, joined by a dashed line.
     title: figure title.
   """
   fig = Figure(figsize=(5.0 * len(points), 4.0))
   labels = list(points[0]["y"]) if points else []
   colors = _colors(labels)
+  markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
   for k, panel in enumerate(points):
     ax = fig.add_subplot(1, len(points), k + 1)
     shown = [label for label in labels if label in panel["x"]]
+    front = sorted((panel["x"][label][0], panel["y"][label][0])
+                   for label in panel.get("front", ()) if label in shown)
+    if len(front) > 1:
+      ax.plot(*zip(*front), linestyle="--", color="0.5", linewidth=1, zorder=0,
+              label="Pareto front (means)")
     for label in shown:
       (xm, xh), (ym, yh) = panel["x"][label], panel["y"][label]
-      ax.errorbar([xm], [ym], xerr=[_zero_nan([xh])[0]], yerr=[_zero_nan([yh])[0]], fmt="o",
-                  color=colors[label], capsize=3, label=label)
+      ax.errorbar([xm], [ym], xerr=[_zero_nan([xh])[0]], yerr=[_zero_nan([yh])[0]],
+                  fmt=markers[label], color=colors[label], capsize=3, label=label)
     _label_points(ax, [(label, panel["x"][label][0], panel["y"][label][0]) for label in shown])
     ax.set_xlabel(panel["xlabel"])
     ax.set_ylabel(panel.get("ylabel", "clean test accuracy (%)"))
     ax.grid(alpha=0.3)
   if fig.axes:
-    fig.axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    # The legend of the panel with the most entries (the front's line is in one panel).
+    ax = max(fig.axes, key=lambda a: len(a.get_legend_handles_labels()[1]))
+    handles, names = ax.get_legend_handles_labels()
+    fig.axes[-1].legend(handles, names, fontsize=7, loc="center left",
+                        bbox_to_anchor=(1.02, 0.5))
   fig.suptitle(title, fontsize=10)
-  return save_figure(fig, path, dpi=150)
+  return fig
 
 
 def _curves(rows: Sequence[Dict], prefix: str) -> Dict[str, Curve]:
@@ -209,6 +231,8 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
                               for m in methods):
       continue
     panels.append({"xlabel": xlabel,
+                   "front": ([method_label(m) for m in pareto_front(rows, methods, robust_eps)]
+                             if key == autoattack else []),
                    "x": {method_label(m): (scale * idx[(m, key)]["mean"],
                                            scale * idx[(m, key)]["ci95_half_width"])
                          for m in methods},
