@@ -154,6 +154,23 @@ def test_gradient_masking_flags_and_wording():
   assert "PGD-AT (ε = 0.2);" in " ".join(sentences)
 
 
+def test_attack_ladder_puts_pgd_apgd_and_autoattack_side_by_side_with_the_flags():
+  runs = _runs()
+  for s in range(3):  # APGD-CE for PGD-AT only: 5 points below its PGD-10
+    runs["pgd_at"][s]["apgd/acc@0.1"] = runs["pgd_at"][s]["pgd/acc@0.1"] - 0.05
+  rows = summarize(runs, robust_eps=0.1)
+  lines = diagnostics.attack_ladder(rows, list(runs), diagnostics.masking_flags(runs),
+                                    lambda r: "–" if r is None or not r["n"] else
+                                    f"{100 * r['mean']:.2f}")
+  assert lines[0] == "L∞ ε = 0.1:"
+  by = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+  # PGD-AT: PGD 0.60 + 0.012 s, AutoAttack 0.30 + 0.01 s, flagged on every seed.
+  assert by["PGD-AT"] == "| PGD-AT | 61.20 | 56.20 | 31.00 | +30.20 | 0, 1, 2 |"
+  assert by["ERM"] == "| ERM | 11.00 | – | 9.00 | +2.00 | no |"
+  assert diagnostics.attack_ladder(summarize({"erm": {0: _member(0.9, 0.1, 0.4)}}), ["erm"],
+                                   [], str) == []  # no AutoAttack: no table
+
+
 def test_collapsed_corruption_is_named_and_mca_reported_with_and_without(tmp_path):
   runs = _runs()
   collapsed = diagnostics.collapsed_corruptions(runs)

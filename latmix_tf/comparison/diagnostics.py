@@ -97,6 +97,52 @@ def _image_sets(m: Mapping) -> str:
   return f" (PGD on the first {int(n_pgd)} test images, AutoAttack on the first {int(n_aa)})"
 
 
+def attack_ladder(rows: Sequence[Dict], methods: Sequence[str], flags: Sequence[Dict],
+                  cell) -> List[str]:
+  """Markdown lines: at each L∞ ε where AutoAttack ran, every method's PGD-10, APGD-CE and
+  AutoAttack accuracy side by side (mean ± CI over seeds, by `cell`), PGD's margin over
+  AutoAttack, and the seeds flagged "PGD well above AutoAttack" there - the VarMixup lesson:
+  a PGD figure far above AutoAttack's is not the model's robustness. Each attack's image
+  count is its `*/samples` metric (one set at full scale; quick runs PGD on more images)."""
+  idx = {(r["method"], r["metric"]): r for r in rows}
+  budgets = sorted({at_value(r["metric"]) for r in rows
+                    if matches(r["metric"], "autoattack/Linf@*/robust_accuracy")})
+  lines = []
+  for eps in budgets:
+    pgd, apgd, aa = (next((k for _, k in idx if matches(k, pattern)
+                           and abs(at_value(k) - eps) < 1e-9), None)
+                     for pattern in ("pgd/acc@", "apgd/acc@", "autoattack/Linf@*/robust_accuracy"))
+    lines += [f"L∞ ε = {eps:g}:", "",
+              "| method | PGD-10 | APGD-CE | AutoAttack | PGD − AutoAttack (points) | "
+              "flagged (seeds) |", "|---|---|---|---|---|---|"]
+    for m in methods:
+      r_pgd, r_aa = idx.get((m, pgd)), idx.get((m, aa))
+      diff = r_pgd["mean"] - r_aa["mean"] if r_pgd and r_aa else float("nan")
+      gap = f"{100 * diff:+.2f}" if np.isfinite(diff) else "–"
+      seeds = sorted({f["seed"] for f in flags if f["method"] == m and
+                      f["check"] == "PGD well above AutoAttack" and abs(f["eps"] - eps) < 1e-9})
+      lines.append(f"| {label(m)} | {cell(r_pgd)} | {cell(idx.get((m, apgd)))} | "
+                   f"{cell(r_aa)} | {gap} | {', '.join(map(str, seeds)) or 'no'} |")
+    lines.append("")
+  return lines[:-1]
+
+
+def masking_section(flags: Sequence[Dict], rows: Sequence[Dict], methods: Sequence[str],
+                    reference: str, protocol: StatsProtocol, cell) -> List[str]:
+  """The report's gradient-masking section: what is checked, the flags, and the attacks at
+  each AutoAttack ε side by side (`attack_ladder`)."""
+  lines = [f"Per member, at each ε where both ran: a gain over {label(reference)} (same seed) "
+           "under FGSM that PGD does not show; PGD accuracy above FGSM's; PGD accuracy "
+           f"≥ {100 * protocol.masking_pgd_gap:.0f} points above AutoAttack's (L∞); Square "
+           "(black-box) breaking images the white-box attacks left. A flagged member's gains "
+           "under attack at that ε are not worded as robustness.", ""]
+  lines += masking_table(flags) or ["No member shows any of these patterns."]
+  ladder = attack_ladder(rows, methods, flags, cell)
+  if ladder:
+    lines += ["", "### PGD-10, APGD-CE and AutoAttack at the same ε", ""] + ladder
+  return lines
+
+
 def masking_table(flags: Sequence[Dict]) -> List[str]:
   """Markdown lines: one row per flagged member and check (empty list when none)."""
   if not flags:

@@ -198,13 +198,8 @@ def _markdown(rows, runs, title, description, reference, alpha, robust_eps, figu
     lines += ["", "## Seeds or test images: which uncertainty is larger", "",
               "Each accuracy is measured on a sample of the test set; its binomial error is "
               "not in the seed CI. Both half-widths, per headline accuracy:", ""] + sampling
-  lines += ["", "## Gradient-masking flags", "",
-            f"Per member, at each ε where both ran: a gain over {label(reference)} (same seed) "
-            "under FGSM that PGD does not show; PGD accuracy above FGSM's; PGD accuracy "
-            f"≥ {100 * protocol.masking_pgd_gap:.0f} points above AutoAttack's (L∞); Square "
-            "(black-box) breaking images the white-box attacks left. A flagged member's gains "
-            "under attack are not worded as robustness.", ""]
-  lines += diagnostics.masking_table(masking) or ["No member shows any of these patterns."]
+  lines += ["", "## Gradient-masking flags", ""] + diagnostics.masking_section(
+      masking, rows, methods, reference, protocol, _cell)
   corr = diagnostics.corruption_table(rows, methods, collapsed, _cell, class_shares)
   if corr:
     lines += ["", "## Corruptions: per-corruption accuracy and collapse to one class", ""] + corr
