@@ -123,13 +123,13 @@ def markdown(rows, command: str, record) -> str:
            f"`{command}` on {record['machine']['cpu']['model']} "
            f"(load {record['machine']['load_avg'][0]:.2f} at the start). Seed 0; attacks on "
            "the first 1000 test images; accuracies in %.", "",
-           "| epochs | inner attack | clean (10k) | adv. train acc. (last epoch) | PGD-10 | APGD-CE | "
-           "+APGD-T | +FAB-T | +Square = AutoAttack | PGD − AA | Square's share | "
+           "| epochs | inner attack | clean (10k) | adv. train acc. (last epoch) | PGD-10 | "
+           "APGD-CE | +APGD-T | +FAB-T | +Square = AutoAttack | PGD − AA | Square's share | "
            "training (s) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
-        f"| {r['epochs']} | {r.get('inner', 'pgd7')} | {100 * r['clean_accuracy']:.2f} | "
+        f"| {r['epochs']} | {r['inner']} | {100 * r['clean_accuracy']:.2f} | "
         f"{100 * r['adv_train_accuracy_last_epoch']:.1f} | {100 * r['pgd10']:.1f} | "
         f"{100 * r['apgd-ce']:.1f} | {100 * r['apgd-t']:.1f} | {100 * r['fab-t']:.1f} | "
         f"{100 * r['autoattack']:.1f} | {100 * r['pgd_minus_autoattack']:+.1f} | "

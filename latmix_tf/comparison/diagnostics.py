@@ -22,16 +22,17 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from latmix_tf.comparison.metrics import at_value, label, matches
+from latmix_tf.comparison.metrics import at_value, label, matches, same_eps
 from latmix_tf.comparison.protocol import COLLAPSED_MARK, DEFAULT_PROTOCOL, StatsProtocol
 
 CORRUPTION = "corruption/*/accuracy"
 MCA_WITHOUT = "corruption/mca_without_collapsed"
+PGD_ABOVE_AUTOATTACK = "PGD well above AutoAttack"  # a masking check's name, as flags carry it
 
 
 def _autoattack_linf(metrics: Mapping, eps: float) -> Optional[str]:
   keys = [k for k in metrics if matches(k, "autoattack/Linf@*/robust_accuracy")
-          and abs(at_value(k) - eps) < 1e-9]
+          and same_eps(at_value(k), eps)]
   return keys[0] if keys else None
 
 
@@ -72,7 +73,7 @@ def masking_flags(runs: Mapping[str, Mapping], reference: str = "erm",
                         f"PGD {100 * pgd:.2f}% > FGSM {100 * float(fgsm):.2f}%"))
         aa = _autoattack_linf(m, eps)
         if aa is not None and pgd - float(m[aa]) >= protocol.masking_pgd_gap - 1e-12:
-          found.append((eps, "PGD well above AutoAttack",
+          found.append((eps, PGD_ABOVE_AUTOATTACK,
                         f"PGD {100 * pgd:.2f}% vs AutoAttack {100 * float(m[aa]):.2f}%"
                         + _image_sets(m)))
       budgets = {k.split("/")[1] for k in m if matches(k, "autoattack/*/after_square")}
@@ -110,7 +111,7 @@ def attack_ladder(rows: Sequence[Dict], methods: Sequence[str], flags: Sequence[
   lines = []
   for eps in budgets:
     pgd, apgd, aa = (next((k for _, k in idx if matches(k, pattern)
-                           and abs(at_value(k) - eps) < 1e-9), None)
+                           and same_eps(at_value(k), eps)), None)
                      for pattern in ("pgd/acc@", "apgd/acc@", "autoattack/Linf@*/robust_accuracy"))
     lines += [f"L∞ ε = {eps:g}:", "",
               "| method | PGD-10 | APGD-CE | AutoAttack | PGD − AutoAttack (points) | "
@@ -120,7 +121,7 @@ def attack_ladder(rows: Sequence[Dict], methods: Sequence[str], flags: Sequence[
       diff = r_pgd["mean"] - r_aa["mean"] if r_pgd and r_aa else float("nan")
       gap = f"{100 * diff:+.2f}" if np.isfinite(diff) else "–"
       seeds = sorted({f["seed"] for f in flags if f["method"] == m and
-                      f["check"] == "PGD well above AutoAttack" and abs(f["eps"] - eps) < 1e-9})
+                      f["check"] == PGD_ABOVE_AUTOATTACK and same_eps(f["eps"], eps)})
       lines.append(f"| {label(m)} | {cell(r_pgd)} | {cell(idx.get((m, apgd)))} | "
                    f"{cell(r_aa)} | {gap} | {', '.join(map(str, seeds)) or 'no'} |")
     lines.append("")

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 
 from latmix_tf.plotting import save_figure
 
-from latmix_tf.comparison.goal import pareto_front
 from latmix_tf.comparison.metrics import at_value, autoattack_key, headline_metrics
 from latmix_tf.comparison.metrics import label as method_label
 from latmix_tf.comparison.protocol import PRIMARY_MARK, SECONDARY_MARK, marks
@@ -178,13 +177,15 @@ def _curves(rows: Sequence[Dict], prefix: str) -> Dict[str, Curve]:
 
 
 def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference: str,
-                       robust_eps: Optional[float] = None) -> List[str]:
+                       robust_eps: Optional[float] = None,
+                       front: Sequence[str] = ()) -> List[str]:
   """Writes the comparison's PNGs into `out_dir` from `summary.summarize` rows.
 
   blur_curves.png (accuracy vs σ, CI bands), attack_curves.png (FGSM and PGD accuracy vs ε),
   rho_adv.png (bars with CI error bars and the report's marks) and
   accuracy_vs_robustness.png (clean accuracy against ρ_adv, PGD accuracy and AutoAttack
-  accuracy at `robust_eps`, one panel each, 95% CI crosses over seeds). A figure
+  accuracy at `robust_eps`, one panel each, 95% CI crosses over seeds; the methods of
+  `front`, the clean-vs-AutoAttack Pareto front, joined in the AutoAttack panel). A figure
   whose metrics no run recorded is skipped. Returns the paths written.
   """
   idx = {(r["method"], r["metric"]): r for r in rows}
@@ -231,8 +232,7 @@ def comparison_figures(rows: Sequence[Dict], out_dir: str, title: str, reference
                               for m in methods):
       continue
     panels.append({"xlabel": xlabel,
-                   "front": ([method_label(m) for m in pareto_front(rows, methods, robust_eps)]
-                             if key == autoattack else []),
+                   "front": [method_label(m) for m in front] if key == autoattack else [],
                    "x": {method_label(m): (scale * idx[(m, key)]["mean"],
                                            scale * idx[(m, key)]["ci95_half_width"])
                          for m in methods},

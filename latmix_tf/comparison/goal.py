@@ -29,7 +29,7 @@ import dataclasses
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from latmix_tf.comparison.metrics import autoattack_key, label
+from latmix_tf.comparison.metrics import autoattack_key, label, same_eps
 
 CLEAN = "test/accuracy"
 TOL = 1e-9  # accuracies are fractions: far below one image in a million
@@ -69,7 +69,7 @@ def unsound(runs: Mapping[str, Mapping], masking: Sequence[Dict],
           found.setdefault(method, {}).setdefault(f"fails {k.split('/', 1)[1]}",
                                                   []).append(int(seed))
   for f in masking:
-    if robust_eps is not None and math.isclose(f["eps"], robust_eps, rel_tol=1e-6):
+    if robust_eps is not None and same_eps(f["eps"], robust_eps):
       found.setdefault(f["method"], {}).setdefault(f["check"], []).append(int(f["seed"]))
 
   def seeds(s: List[int]) -> str:
@@ -161,14 +161,14 @@ def goal_lines(goal: RobustGoal, found: Sequence[Dict], reference: str,
            f"(limit {100 * goal.max_autoattack_gap:.0f}) | clean gain over {base} | Holm p | "
            f"goal |", "|---|---|---|---|---|---|"]
   for v in found:
-    missed = [k for k in ("robustness", "price", "evidence", "soundness") if not v.get(k, True)]
+    missed = [k for k in ("robustness", "price", "evidence", "soundness") if not v[k]]
     p = f"{v['p_holm']:.4f}" if math.isfinite(v["p_holm"]) else "n/a"
     verdict = "met" if v["met"] else "missed: " + ", ".join(missed)
     lines.append(f"| {label(v['method'])} | {100 * v['cost']:.2f} ({100 * v['limit']:.2f}) | "
                  f"{100 * v['autoattack_gap']:.2f} | {_pts(v['clean_gain'])} | {p} | "
                  f"{verdict} |")
   unsound_lines = [f"- {label(v['method'])}: numbers not sound ({v['unsound']})."
-                   for v in found if v.get("unsound")]
+                   for v in found if v["unsound"]]
   lines += [""] + unsound_lines if unsound_lines else []
   met = [label(v["method"]) for v in found if v["met"]]
   lines += ["", (f"Met by: {', '.join(met)}." if met else

@@ -100,6 +100,12 @@ def at_value(key: str) -> float:
   return float(key.split("@", 1)[1].split("/", 1)[0]) if "@" in key else 0.0
 
 
+def same_eps(a: float, b: float) -> bool:
+  """Whether two budgets are the same ε (a key's "@0.1" and a config's 0.1 parse apart by
+  float rounding at most)."""
+  return abs(float(a) - float(b)) < 1e-9
+
+
 def metric_label(key: str) -> str:
   """Readable name with unit: "PGD acc ε=0.1 (%)", "AutoAttack acc Linf ε=0.1 (%)", "ρ_adv"."""
   fam = family(key)
@@ -208,7 +214,7 @@ def headline_metrics(keys: Sequence[str], robust_eps: Optional[float] = None) ->
     if not cands:
       return []
     if robust_eps is not None:
-      exact = [k for k in cands if abs(at_value(k) - robust_eps) < 1e-9]
+      exact = [k for k in cands if same_eps(at_value(k), robust_eps)]
       if exact:
         return exact
     return [max(cands, key=at_value)]
@@ -221,7 +227,7 @@ def headline_metrics(keys: Sequence[str], robust_eps: Optional[float] = None) ->
     out = []
     for norm, cands in sorted(by_norm.items()):
       exact = [k for k in cands if norm == "Linf" and robust_eps is not None
-               and abs(at_value(k) - robust_eps) < 1e-9]
+               and same_eps(at_value(k), robust_eps)]
       out.append(exact[0] if exact else max(cands, key=at_value))
     return out
   main = ["test/accuracy", "blur/area", "deepfool/rho_adv", "deepfool/fooling_rate"]

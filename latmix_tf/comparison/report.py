@@ -265,9 +265,10 @@ def write_comparison_report(out_dir: str, runs: Mapping[str, Mapping], title: st
   found = (goal.verdicts(protocol.goal, rows, [m for m in runs if m in protocol.robust_methods],
                          robust_eps, goal.unsound(runs, masking, robust_eps))
            if protocol.goal and reference != protocol.robust_reference else None)
-  front = goal.pareto_front(rows, list(runs), robust_eps) if found is not None else []
+  front = goal.pareto_front(rows, list(runs), robust_eps)  # drawn in every comparison's figure
   figs = [os.path.basename(f) for f in comparison_figures(rows, out_dir, title, reference,
-                                                          robust_eps)]
+                                                          robust_eps, front)]
+  front = front if found is not None else []  # named in the text only beside a goal
   if sample_grid:
     shutil.copyfile(sample_grid, os.path.join(out_dir, GRID_FILE))
     figs.append(GRID_FILE)

@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from latmix_tf import stats
 from latmix_tf.comparison.metrics import (at_value, fmt, fmt_p, headline_metrics,
                                           higher_is_better, label, matches, report_metrics,
-                                          short_label)
+                                          same_eps, short_label)
 from latmix_tf.comparison.protocol import DEFAULT_PROTOCOL, StatsProtocol
 
 # Metrics the conclusion speaks about (when present): accuracy, robustness, calibration.
@@ -131,7 +131,7 @@ def _equivalence(r: Dict) -> str:
   return f"; {verdict} within ±{margin} (TOST {fmt_p(r['tost_p'])})"
 
 
-def _clause(r: Dict, alpha: float, masked=frozenset()) -> str:
+def _clause(r: Dict, alpha: float, masked: Sequence[float] = ()) -> str:
   """One metric's verdict; `masked`: the ε at which the method was flagged for masking."""
   key, name = r["metric"], short_label(r["metric"])
   if r["n_pairs"] < 2:
@@ -143,7 +143,8 @@ def _clause(r: Dict, alpha: float, masked=frozenset()) -> str:
     return f"{name} differs by the same {diff} on every seed (zero variance: no test possible)"
   direction = "higher" if r["diff_vs_ref"] > 0 else "lower"
   better = "better" if (r["diff_vs_ref"] > 0) == higher_is_better(key) else "worse"
-  if key.startswith(ATTACKS) and r["diff_vs_ref"] > 0 and _eps_key(at_value(key)) in masked:
+  if (key.startswith(ATTACKS) and r["diff_vs_ref"] > 0
+      and any(same_eps(at_value(key), e) for e in masked)):
     better = "flagged for gradient masking: not evidence of robustness"
   holm = fmt_p(r["p_holm"]).replace("p", "Holm-adjusted p", 1)
   if r["family"] == "secondary":
@@ -217,16 +218,18 @@ def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: Optional[fl
   else:
     others = sorted((m for m in methods if m != reference),
                     key=lambda m: (not m.startswith("latent_mixup"), methods.index(m)))
-    masked: Dict[str, set] = {}  # method -> the ε (rounded) at which it was flagged
+    masked: Dict[str, List[float]] = {}  # method -> the ε at which it was flagged
     for f in masking:
-      masked.setdefault(f["method"], set()).add(_eps_key(f["eps"]))
+      eps = masked.setdefault(f["method"], [])
+      if not any(same_eps(f["eps"], e) for e in eps):
+        eps.append(f["eps"])
     for m in others:
       n = max((idx[(m, k)]["n_pairs"] for k in keys), default=0)
       if n < 2:
         out.append(f"{label(m)} vs {label(reference)}: {n} paired seed{'s' if n != 1 else ''}, "
                    f"so no difference is tested; single runs are not evidence either way.")
         continue
-      clauses = [_clause(idx[(m, k)], alpha, masked.get(m, frozenset())) for k in keys]
+      clauses = [_clause(idx[(m, k)], alpha, masked.get(m, ())) for k in keys]
       out.append(f"{label(m)} vs {label(reference)} (paired t-test over n={n} seeds, "
                  f"α={alpha} family-wise): " + "; ".join(clauses) + ".")
       robust = _robust_sentence(idx, m, report_keys(rows), protocol, alpha)
@@ -257,11 +260,6 @@ def conclusions(rows: Sequence[Dict], reference: str = "erm", alpha: Optional[fl
   if cost:
     out.append(cost)
   return out
-
-
-def _eps_key(eps: float) -> float:
-  """ε as a set key: flags and metric keys spell the same budget the same way."""
-  return round(float(eps), 6)
 
 
 def report_keys(rows: Sequence[Dict]) -> List[str]:
